@@ -1,0 +1,13 @@
+//! barlow: Barlow Twins self-supervised pretraining with a streaming data
+//! loader.
+//!
+//! The modules follow the data's path: [`shardify`] turns image files into
+//! [`shard`]s; the loader (to come) samples, decodes, augments and batches
+//! them for the trainer. [`datasets`] makes sample data so that every step
+//! runs without a download.
+
+pub mod codec;
+pub mod datasets;
+pub mod progress;
+pub mod shard;
+pub mod shardify;

@@ -1,0 +1,63 @@
+//! How long-running library work reports progress without printing: the
+//! binaries implement [`Progress`] with a progress bar, tests and library
+//! users pass [`Silent`].
+
+/// Receives progress reports. Called from several threads at once.
+pub trait Progress: Sync {
+    /// A new phase: `total` units of work, of which `done` are already done
+    /// (a resumed run).
+    fn begin(&self, _phase: &str, _total: u64, _done: u64) {}
+    /// `n` more units are done.
+    fn advance(&self, _n: u64) {}
+    /// The phase is over.
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {}
+
+/// A terminal progress bar (indicatif) showing rate and ETA; draws nothing
+/// when standard error is not a terminal.
+pub struct Bar {
+    bar: indicatif::ProgressBar,
+}
+
+impl Bar {
+    pub fn new() -> Bar {
+        Bar {
+            bar: indicatif::ProgressBar::hidden(),
+        }
+    }
+}
+
+impl Default for Bar {
+    fn default() -> Self {
+        Bar::new()
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&self, phase: &str, total: u64, done: u64) {
+        self.bar
+            .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+        self.bar.reset_eta();
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
+        ) {
+            self.bar.set_style(style.progress_chars("=> "));
+        }
+        self.bar.set_prefix(phase.to_string());
+    }
+
+    fn advance(&self, n: u64) {
+        self.bar.inc(n);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,90 @@
+//! Builders of small image corpora for the end-to-end tests.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use barlow::codec::{self, RgbImage};
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A JPEG of a pattern that depends on `seed`.
+pub fn jpeg(width: u32, height: u32, seed: u32) -> Vec<u8> {
+    let mut pixels = Vec::with_capacity((width * height * 3) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            let v = x.wrapping_mul(7 + seed) ^ y.wrapping_mul(13 + seed);
+            pixels.extend_from_slice(&[v as u8, (v >> 3) as u8, (x + y + seed) as u8]);
+        }
+    }
+    codec::encode_jpeg(
+        &RgbImage {
+            width,
+            height,
+            pixels,
+        },
+        90,
+    )
+    .unwrap()
+}
+
+/// A JPEG whose frame header claims `side` x `side` pixels.
+pub fn jpeg_claiming(side: u16) -> Vec<u8> {
+    let mut b = jpeg(16, 16, 1);
+    let sof = b
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("baseline SOF0");
+    // FF C0, length (2), precision (1), height (2), width (2)
+    b[sof + 5..sof + 7].copy_from_slice(&side.to_be_bytes());
+    b[sof + 7..sof + 9].copy_from_slice(&side.to_be_bytes());
+    b
+}
+
+/// A PNG whose header claims `side` x `side` pixels (checksum fixed up).
+pub fn png_claiming(side: u32) -> Vec<u8> {
+    let mut b = fs::read(fixture("png_named.JPEG")).unwrap();
+    // Signature (8), IHDR length (4), "IHDR" (4), width (4), height (4).
+    b[16..20].copy_from_slice(&side.to_be_bytes());
+    b[20..24].copy_from_slice(&side.to_be_bytes());
+    let crc = crc32fast::hash(&b[12..29]);
+    b[29..33].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+pub fn write(path: &Path, bytes: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+/// An ImageFolder tree with `classes` x `per_class` generated JPEGs of
+/// varied sizes.
+pub fn image_folder(root: &Path, classes: usize, per_class: usize) {
+    for c in 0..classes {
+        for i in 0..per_class {
+            let seed = (c * 1000 + i) as u32;
+            let bytes = jpeg(24 + (seed % 40), 20 + (seed * 7 % 50), seed);
+            write(&root.join(format!("class{c}/img{i:04}.jpg")), &bytes);
+        }
+    }
+}
+
+/// Every file of a folder (not recursive), name -> bytes, sorted.
+pub fn folder_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}

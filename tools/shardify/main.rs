@@ -1,0 +1,267 @@
+//! `shardify`: turns an ImageFolder tree, a flat folder of images or a file
+//! list into a barlow dataset folder (shards + manifest), or checks one.
+//! Thin glue over `barlow::shardify`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use barlow::progress::Bar;
+use barlow::shardify::{self, Input, Layout, Options};
+use clap::Parser;
+
+/// Turn a folder of images into memory-mappable barlow shards.
+///
+/// INPUT is an ImageFolder tree (one sub-folder per class, torchvision's
+/// layout; labels follow the sorted class names), a folder of unlabelled
+/// images, or with --file-list a text file of `path<TAB>label` lines.
+/// OUTPUT receives shard-NNNNN.bshard files, manifest.json (written last) and
+/// rejects.tsv (every file left out, with its reason).
+///
+/// JPEGs are stored byte for byte (unless --max-side); other decodable
+/// formats are re-encoded as JPEG. Broken files are rejected and listed,
+/// never fatal. An interrupted run resumes when rerun with the same
+/// arguments.
+#[derive(Parser, Debug)]
+#[command(name = "shardify", version, verbatim_doc_comment)]
+struct Cli {
+    /// Images to read: a folder, or a file list with --file-list.
+    #[arg(required_unless_present = "check")]
+    input: Option<PathBuf>,
+    /// Dataset folder to write.
+    #[arg(required_unless_present = "check")]
+    output: Option<PathBuf>,
+    /// Verify the dataset folder DIR (every checksum) and report, instead of
+    /// writing one.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["input", "output"])]
+    check: Option<PathBuf>,
+    /// With --check: also decode every record.
+    #[arg(long, requires = "check")]
+    decode: bool,
+    /// INPUT is a text file: one `path<TAB>label` or `path` per line,
+    /// relative paths relative to the list's folder.
+    #[arg(long)]
+    file_list: bool,
+    /// How the INPUT folder is organised.
+    #[arg(long, value_enum, default_value = "auto")]
+    layout: Layout,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Target shard size: bytes, or with a K, M or G suffix (powers of 1024).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    shard_size: u64,
+    /// Decode every JPEG fully instead of checking headers and structure.
+    #[arg(long)]
+    verify: bool,
+    /// Reject images declaring more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = shardify::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+    /// Downsize images whose longer side exceeds N pixels and re-encode them
+    /// (cuts decode cost at training time, as FFCV does). Default: keep the
+    /// original bytes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
+    max_side: Option<u32>,
+    /// JPEG quality for re-encoded images.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    quality: u8,
+    /// Delete an existing dataset or unfinished run in OUTPUT first.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print a JSON summary as the last line of output.
+    #[arg(long)]
+    json: bool,
+    /// Testing aid: abort (like kill -9) once N shards are complete.
+    #[arg(long, hide = true)]
+    abort_after_shards: Option<usize>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown size suffix {c:?}; use K, M or G")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?} is not a usable shard size")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    if let Some(dir) = &cli.check {
+        return run_check(dir, cli.decode, threads, cli.json);
+    }
+    let (Some(input), Some(output)) = (cli.input, cli.output) else {
+        eprintln!("shardify: INPUT and OUTPUT are required (see --help)");
+        return ExitCode::from(2);
+    };
+    let input = if cli.file_list {
+        Input::FileList(input)
+    } else {
+        Input::Folder {
+            path: input,
+            layout: cli.layout,
+        }
+    };
+    let opts = Options {
+        threads,
+        shard_size: cli.shard_size,
+        verify: cli.verify,
+        max_pixels: cli.max_pixels,
+        max_side: cli.max_side,
+        quality: cli.quality,
+        overwrite: cli.overwrite,
+        abort_after_shards: cli.abort_after_shards,
+    };
+    let summary = match shardify::shardify(&input, &output, &opts, &Bar::new()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shardify: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let secs = summary.elapsed.as_secs_f64().max(1e-9);
+    if let Some(at) = summary.resumed_at {
+        println!("resumed at input {at} of {}", summary.files_seen);
+    }
+    println!(
+        "{} records ({} classes, {} layout) in {} shards, {:.1} MiB, in {:.2}s: {:.0} images/s, {:.1} MB/s",
+        summary.records,
+        summary.classes,
+        summary.layout,
+        summary.shards,
+        summary.bytes as f64 / (1 << 20) as f64,
+        secs,
+        summary.files_seen as f64 / secs,
+        summary.bytes as f64 / 1e6 / secs
+    );
+    if summary.transcoded + summary.downsized > 0 {
+        println!(
+            "re-encoded: {} transcoded from other formats, {} downsized",
+            summary.transcoded, summary.downsized
+        );
+    }
+    if summary.ignored > 0 {
+        println!(
+            "passed over {} files without an image extension ({})",
+            summary.ignored,
+            shardify::IMAGE_EXTENSIONS.join(", ")
+        );
+    }
+    let rejects = summary.rejects_by_reason();
+    if rejects.is_empty() {
+        println!("rejected: none");
+    } else {
+        let counts: Vec<String> = rejects.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "rejected {} files: {}",
+            summary.rejected.len(),
+            counts.join(", ")
+        );
+        for r in summary.rejected.iter().take(20) {
+            println!("  {}: {} ({})", r.path, r.reason, r.detail);
+        }
+        if summary.rejected.len() > 20 {
+            println!("  ... {} more", summary.rejected.len() - 20);
+        }
+        println!(
+            "all rejected files are listed in {}",
+            output.join(shardify::REJECTS_FILE).display()
+        );
+    }
+    if cli.json {
+        let json = serde_json::json!({
+            "records": summary.records,
+            "shards": summary.shards,
+            "bytes": summary.bytes,
+            "files_seen": summary.files_seen,
+            "rejected": rejects,
+            "transcoded": summary.transcoded,
+            "downsized": summary.downsized,
+            "resumed_at": summary.resumed_at,
+            "seconds": secs,
+            "images_per_sec": summary.files_seen as f64 / secs,
+            "mb_per_sec": summary.bytes as f64 / 1e6 / secs,
+        });
+        println!("{json}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_check(dir: &std::path::Path, decode: bool, threads: usize, json: bool) -> ExitCode {
+    let started = std::time::Instant::now();
+    let report = match shardify::check(dir, decode, threads, &Bar::new()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shardify: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "checked {} shards, {} records, {:.1} MiB{} in {:.2}s",
+        report.shards,
+        report.records,
+        report.bytes as f64 / (1 << 20) as f64,
+        if decode {
+            format!(", {} decoded", report.decoded)
+        } else {
+            String::new()
+        },
+        started.elapsed().as_secs_f64()
+    );
+    for p in &report.problems {
+        println!("PROBLEM {p}");
+    }
+    println!(
+        "{}",
+        if report.ok() {
+            "OK: every checksum matches".to_string()
+        } else {
+            format!("FAILED: {} problems", report.problems.len())
+        }
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": report.ok(), "shards": report.shards, "records": report.records, "problems": report.problems.len()})
+        );
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_and_without_suffix() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+}
