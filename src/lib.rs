@@ -6,8 +6,12 @@
 //! them for the trainer. [`datasets`] makes sample data so that every step
 //! runs without a download.
 
+pub mod augment;
 pub mod codec;
 pub mod datasets;
+pub mod decode;
 pub mod progress;
+pub mod rng;
+pub mod sampler;
 pub mod shard;
 pub mod shardify;

@@ -1,0 +1,127 @@
+//! JPEG bytes -> RGB pixels, into a buffer the worker owns and reuses.
+//!
+//! Grayscale, YCbCr, CMYK and YCCK JPEGs all come out as 8-bit RGB. The
+//! buffer grows to the largest image seen and is never shrunk, so steady
+//! state decoding allocates nothing of ours (zune-jpeg keeps small
+//! per-image tables of its own). Images over the pixel limit are refused
+//! from their header, before any pixel is decoded.
+
+use zune_jpeg::JpegDecoder;
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
+
+use crate::codec::CodecError;
+
+/// A decoded image borrowed from its [`Decoder`].
+#[derive(Debug, Clone, Copy)]
+pub struct Decoded<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// `width * height * 3` bytes, RGB, rows top to bottom.
+    pub pixels: &'a [u8],
+}
+
+/// A reusable JPEG decoder.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    max_pixels: u64,
+    options: DecoderOptions,
+}
+
+impl Decoder {
+    pub fn new(max_pixels: u64) -> Decoder {
+        Decoder {
+            buf: Vec::new(),
+            max_pixels,
+            options: DecoderOptions::new_fast()
+                .set_max_width(u16::MAX as usize)
+                .set_max_height(u16::MAX as usize)
+                .jpeg_set_out_colorspace(ColorSpace::RGB),
+        }
+    }
+
+    /// Decodes `jpeg` into the decoder's buffer.
+    pub fn decode(&mut self, jpeg: &[u8]) -> Result<Decoded<'_>, CodecError> {
+        let mut dec = JpegDecoder::new_with_options(ZCursor::new(jpeg), self.options);
+        dec.decode_headers()
+            .map_err(|e| CodecError::CorruptHeader(e.to_string()))?;
+        let info = dec
+            .info()
+            .ok_or_else(|| CodecError::CorruptHeader("no frame header".into()))?;
+        let (width, height) = (u32::from(info.width), u32::from(info.height));
+        let pixels = width as u64 * height as u64;
+        if width == 0 || height == 0 {
+            return Err(CodecError::ZeroSize { width, height });
+        }
+        if pixels > self.max_pixels {
+            return Err(CodecError::TooLarge {
+                width,
+                height,
+                pixels,
+                max: self.max_pixels,
+            });
+        }
+        let size = dec
+            .output_buffer_size()
+            .ok_or_else(|| CodecError::CorruptHeader("image size overflows".into()))?;
+        if size != pixels as usize * 3 {
+            return Err(CodecError::Decode(format!(
+                "decoder wants {size} bytes for a {width}x{height} RGB image"
+            )));
+        }
+        if self.buf.len() < size {
+            self.buf.resize(size, 0);
+        }
+        let out = &mut self.buf[..size];
+        dec.decode_into(out)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        Ok(Decoded {
+            width,
+            height,
+            pixels: out,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{RgbImage, decode_jpeg, encode_jpeg};
+
+    #[test]
+    fn matches_the_one_shot_decoder_and_reuses_its_buffer() {
+        let mut d = Decoder::new(1 << 30);
+        for (w, h) in [(64, 48), (17, 33), (64, 48)] {
+            let img = RgbImage {
+                width: w,
+                height: h,
+                pixels: (0..w * h * 3).map(|i| (i * 31 % 251) as u8).collect(),
+            };
+            let jpeg = encode_jpeg(&img, 85).unwrap();
+            let want = decode_jpeg(&jpeg, u64::MAX).unwrap();
+            let got = d.decode(&jpeg).unwrap();
+            assert_eq!((got.width, got.height), (w, h));
+            assert_eq!(got.pixels, &want.pixels[..]);
+        }
+        assert_eq!(
+            d.buf.len(),
+            64 * 48 * 3,
+            "buffer grew beyond the largest image"
+        );
+    }
+
+    #[test]
+    fn refuses_garbage_and_oversized_images() {
+        let mut d = Decoder::new(100);
+        assert!(d.decode(b"not a jpeg").is_err());
+        let img = RgbImage {
+            width: 20,
+            height: 20,
+            pixels: vec![9; 1200],
+        };
+        let jpeg = encode_jpeg(&img, 85).unwrap();
+        assert!(matches!(d.decode(&jpeg), Err(CodecError::TooLarge { .. })));
+    }
+}
