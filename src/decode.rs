@@ -28,6 +28,8 @@ pub struct Decoder {
     buf: Vec<u8>,
     max_pixels: u64,
     options: DecoderOptions,
+    /// Width and height of the image in `buf` (0 x 0 when none).
+    last: (u32, u32),
 }
 
 impl Decoder {
@@ -39,11 +41,13 @@ impl Decoder {
                 .set_max_width(u16::MAX as usize)
                 .set_max_height(u16::MAX as usize)
                 .jpeg_set_out_colorspace(ColorSpace::RGB),
+            last: (0, 0),
         }
     }
 
     /// Decodes `jpeg` into the decoder's buffer.
     pub fn decode(&mut self, jpeg: &[u8]) -> Result<Decoded<'_>, CodecError> {
+        self.last = (0, 0);
         let mut dec = JpegDecoder::new_with_options(ZCursor::new(jpeg), self.options);
         dec.decode_headers()
             .map_err(|e| CodecError::CorruptHeader(e.to_string()))?;
@@ -77,11 +81,24 @@ impl Decoder {
         let out = &mut self.buf[..size];
         dec.decode_into(out)
             .map_err(|e| CodecError::Decode(e.to_string()))?;
+        self.last = (width, height);
         Ok(Decoded {
             width,
             height,
             pixels: out,
         })
+    }
+}
+
+impl Decoder {
+    /// The image of the last successful `decode` (empty if it failed).
+    pub fn last(&self) -> Decoded<'_> {
+        let (width, height) = self.last;
+        Decoded {
+            width,
+            height,
+            pixels: &self.buf[..(width as usize * height as usize * 3).min(self.buf.len())],
+        }
     }
 }
 

@@ -15,3 +15,5 @@ pub mod rng;
 pub mod sampler;
 pub mod shard;
 pub mod shardify;
+pub mod batch;
+pub mod loader;

@@ -341,6 +341,13 @@ impl Dataset {
         Ok((shard, (index - self.starts[shard]) as usize))
     }
 
+    /// Global record `index` after checking its bytes against its CRC-32:
+    /// damage becomes an error naming the shard, record and offset.
+    pub fn verified_record(&self, index: u64) -> Result<Record<'_>, ShardError> {
+        let (shard, local) = self.locate(index)?;
+        self.shards[shard].verify_record(local)
+    }
+
     /// Global record `index`, borrowed from its shard's map.
     pub fn record(&self, index: u64) -> Result<Record<'_>, ShardError> {
         let (shard, local) = self.locate(index)?;

@@ -1,0 +1,568 @@
+//! The streaming two-view loader: shards -> sampler -> decode -> augment ->
+//! batch -> prefetch, on worker threads.
+//!
+//! Guarantees:
+//! - **Determinism.** Batch contents depend on the dataset, the config and
+//!   the start [`Position`] only: not on the thread count or on timing.
+//!   Resuming from a saved position yields the batches an uninterrupted run
+//!   would have produced from there.
+//! - **Order.** Batches are delivered in sampler order.
+//! - **Bounded memory.** `prefetch + 1` batch buffers, plus one decoder and
+//!   one augmenter per worker, all allocated up front and reused; nothing
+//!   grows with the dataset but the epoch order (8 bytes a record).
+//! - **Prefetch.** While the caller holds batch k, the workers fill batches
+//!   k+1 .. k+prefetch. Time the caller spends blocked in
+//!   [`Loader::next_batch`] is the data wait (starvation) time.
+//! - **Failures.** A record that fails to decode is replaced by another
+//!   record chosen from `(seed, epoch, record, attempt)` and counted. Shard
+//!   damage (a record checksum mismatch) and worker panics become a
+//!   [`LoaderError`] at the consumer; the loader never hangs on them.
+//! - **Shutdown.** Dropping the loader stops and joins every worker promptly.
+//!
+//! Work is handed out lock-free: a shared atomic counter numbers the samples
+//! of the stream; a worker claims the next number, waits (only when the
+//! pipeline is full) for its batch's buffer to be free, writes the sample
+//! straight into its slot and bumps the batch's completion counter. The
+//! worker completing a batch announces it on a channel.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use crate::augment::{AugmentConfig, Augmenter, StageTimes, sample_view};
+use crate::batch::{BatchBuffers, PixelFormat};
+use crate::decode::Decoder;
+use crate::rng::{below, stream};
+use crate::sampler::{Position, Sampler, SamplerConfig, SamplerError};
+use crate::shard::{Dataset, ShardError};
+
+/// How much of the pipeline runs (for benchmarks; training uses `Full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Read and decode only.
+    Decode,
+    /// Decode and render both views, without writing them into the batch.
+    Augment,
+    /// Everything: batches of two views.
+    #[default]
+    Full,
+}
+
+/// Everything that shapes the stream.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    pub sampler: SamplerConfig,
+    pub augment: AugmentConfig,
+    /// Worker threads.
+    pub threads: usize,
+    /// Batches filled ahead of the one the caller holds (2 = double
+    /// buffering with one spare).
+    pub prefetch: usize,
+    pub format: PixelFormat,
+    pub mode: Mode,
+    /// Records declaring more pixels are treated as undecodable.
+    pub max_pixels: u64,
+    /// Replacement attempts for a record that fails to decode.
+    pub max_replacements: u32,
+    /// Testing aid: a worker panics when it meets this record.
+    #[doc(hidden)]
+    pub panic_on_record: Option<u64>,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            sampler: SamplerConfig::default(),
+            augment: AugmentConfig::default(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch: 2,
+            format: PixelFormat::U8,
+            mode: Mode::Full,
+            max_pixels: crate::shardify::DEFAULT_MAX_PIXELS,
+            max_replacements: 16,
+            panic_on_record: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoaderError {
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    #[error("{0}")]
+    Shard(Arc<ShardError>),
+    #[error("record {record} and {attempts} replacements all failed to decode (last error: {last})")]
+    Undecodable {
+        record: u64,
+        attempts: u32,
+        last: String,
+    },
+    #[error("a loader worker panicked on record {record}: {message}")]
+    WorkerPanic { record: u64, message: String },
+    #[error("the loader's workers stopped")]
+    Stopped,
+}
+
+/// Counters, summed over workers; times are thread time (add across threads).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoaderStats {
+    /// Source images processed (each yields two views).
+    pub images: u64,
+    /// Records that failed to decode and were replaced.
+    pub decode_failures: u64,
+    pub read: Duration,
+    pub decode: Duration,
+    pub stages: StageTimes,
+    /// Time the consumer spent waiting in `next_batch`.
+    pub data_wait: Duration,
+    pub batches: u64,
+}
+
+#[derive(Default)]
+struct AtomicStats {
+    images: AtomicU64,
+    decode_failures: AtomicU64,
+    read_ns: AtomicU64,
+    decode_ns: AtomicU64,
+    crop_ns: AtomicU64,
+    colour_ns: AtomicU64,
+    blur_ns: AtomicU64,
+    write_ns: AtomicU64,
+}
+
+fn add(a: &AtomicU64, d: Duration) {
+    a.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+}
+
+struct Slot {
+    /// The stream batch number this slot holds or is being filled with.
+    assigned: AtomicU64,
+    done: AtomicUsize,
+    bufs: BatchBuffers,
+    /// Samples in this batch (short last batch when `drop_last` is off).
+    len: AtomicUsize,
+}
+
+enum Event {
+    Ready(u64),
+    Failed(LoaderError),
+}
+
+struct Shared {
+    dataset: Arc<Dataset>,
+    sampler: Sampler,
+    cfg: LoaderConfig,
+    start: Position,
+    slots: Vec<Slot>,
+    next_sample: AtomicU64,
+    stop: AtomicBool,
+    /// Workers sleep here when the pipeline is full.
+    freed: (Mutex<()>, Condvar),
+    orders: Mutex<VecDeque<(u64, Arc<Vec<u64>>)>>,
+    stats: AtomicStats,
+}
+
+/// The loader. See the module docs.
+pub struct Loader {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    events: Receiver<Event>,
+    ready: BTreeSet<u64>,
+    next: u64,
+    data_wait: Duration,
+    failed: Option<LoaderError>,
+}
+
+impl Loader {
+    /// Starts the workers; the first batch delivered is the one at `start`.
+    pub fn new(dataset: Arc<Dataset>, cfg: LoaderConfig, start: Position) -> Result<Loader, LoaderError> {
+        let sampler = Sampler::new(dataset.len(), cfg.sampler.clone())?;
+        let depth = cfg.prefetch + 1;
+        let batch = cfg.sampler.batch_size;
+        let slots = (0..depth as u64)
+            .map(|k| Slot {
+                assigned: AtomicU64::new(k),
+                done: AtomicUsize::new(0),
+                bufs: BatchBuffers::new(batch, cfg.augment.size, cfg.format),
+                len: AtomicUsize::new(0),
+            })
+            .collect();
+        let threads = cfg.threads.max(1);
+        let shared = Arc::new(Shared {
+            dataset,
+            sampler,
+            cfg,
+            start,
+            slots,
+            next_sample: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            freed: (Mutex::new(()), Condvar::new()),
+            orders: Mutex::new(VecDeque::new()),
+            stats: AtomicStats::default(),
+        });
+        let (tx, events) = unbounded();
+        let workers = (0..threads)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                let tx = tx.clone();
+                std::thread::spawn(move || worker(&shared, &tx))
+            })
+            .collect();
+        Ok(Loader {
+            shared,
+            workers,
+            events,
+            ready: BTreeSet::new(),
+            next: 0,
+            data_wait: Duration::ZERO,
+            failed: None,
+        })
+    }
+
+    pub fn sampler(&self) -> &Sampler {
+        &self.shared.sampler
+    }
+
+    /// Position of the next batch `next_batch` returns: save it to resume.
+    pub fn position(&self) -> Position {
+        self.shared.sampler.advance(self.shared.start, self.next)
+    }
+
+    /// The next batch, waiting for it if the workers are behind.
+    pub fn next_batch(&mut self) -> Result<Batch<'_>, LoaderError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let t = Instant::now();
+        while !self.ready.remove(&self.next) {
+            match self.events.recv() {
+                Ok(Event::Ready(k)) => {
+                    self.ready.insert(k);
+                }
+                Ok(Event::Failed(e)) => {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.failed = Some(LoaderError::Stopped);
+                    return Err(LoaderError::Stopped);
+                }
+            }
+        }
+        self.data_wait += t.elapsed();
+        let k = self.next;
+        self.next += 1;
+        Ok(Batch { loader: self, k })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> LoaderStats {
+        let s = &self.shared.stats;
+        let d = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
+        LoaderStats {
+            images: s.images.load(Ordering::Relaxed),
+            decode_failures: s.decode_failures.load(Ordering::Relaxed),
+            read: d(&s.read_ns),
+            decode: d(&s.decode_ns),
+            stages: StageTimes {
+                crop_resize: d(&s.crop_ns),
+                colour: d(&s.colour_ns),
+                blur: d(&s.blur_ns),
+                write: d(&s.write_ns),
+            },
+            data_wait: self.data_wait,
+            batches: self.next,
+        }
+    }
+
+    /// Bytes of batch buffers held.
+    pub fn buffer_bytes(&self) -> usize {
+        self.shared.slots.iter().map(|s| s.bufs.bytes()).sum()
+    }
+
+    fn release(&mut self, k: u64) {
+        let depth = self.shared.slots.len() as u64;
+        let slot = &self.shared.slots[(k % depth) as usize];
+        slot.done.store(0, Ordering::Relaxed);
+        slot.assigned.store(k + depth, Ordering::Release);
+        let _guard = self.shared.freed.0.lock();
+        self.shared.freed.1.notify_all();
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.shared.freed.0.lock();
+            self.shared.freed.1.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A delivered batch, borrowed from the loader until dropped.
+pub struct Batch<'a> {
+    loader: &'a mut Loader,
+    k: u64,
+}
+
+impl Batch<'_> {
+    fn slot(&self) -> &Slot {
+        let slots = &self.loader.shared.slots;
+        &slots[(self.k % slots.len() as u64) as usize]
+    }
+
+    /// Where this batch is in the run.
+    pub fn position(&self) -> Position {
+        self.loader.shared.sampler.advance(self.loader.shared.start, self.k)
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.slot().len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Side of the square views.
+    pub fn image_size(&self) -> u32 {
+        self.loader.shared.cfg.augment.size
+    }
+
+    /// Shape of each view: `[N, 3, size, size]`.
+    pub fn shape(&self) -> [usize; 4] {
+        let s = self.image_size() as usize;
+        [self.len(), 3, s, s]
+    }
+
+    fn sample_len(&self) -> usize {
+        let s = self.image_size() as usize;
+        3 * s * s
+    }
+
+    /// View `v` (0 or 1) as u8 NCHW, when the format is `U8`.
+    pub fn view_u8(&self, v: usize) -> &[u8] {
+        // SAFETY: every sample of this batch is done (completion counter
+        // read with Acquire in `next_batch`'s event), and workers do not
+        // touch the slot again until `release` reassigns it after this
+        // borrow ends.
+        let all = unsafe { self.slot().bufs.views_u8[v.min(1)].all() };
+        &all[..(self.len() * self.sample_len()).min(all.len())]
+    }
+
+    /// View `v` (0 or 1) as normalised f32 NCHW, when the format is `F32`.
+    pub fn view_f32(&self, v: usize) -> &[f32] {
+        // SAFETY: as in `view_u8`.
+        let all = unsafe { self.slot().bufs.views_f32[v.min(1)].all() };
+        &all[..(self.len() * self.sample_len()).min(all.len())]
+    }
+
+    /// Labels of the samples (`shard::NO_LABEL` for unlabelled data).
+    pub fn labels(&self) -> &[u32] {
+        // SAFETY: as in `view_u8`.
+        let all = unsafe { self.slot().bufs.labels.all() };
+        &all[..self.len()]
+    }
+
+    /// Dataset indices of the records actually used (after replacements).
+    pub fn records(&self) -> &[u64] {
+        // SAFETY: as in `view_u8`.
+        let all = unsafe { self.slot().bufs.records.all() };
+        &all[..self.len()]
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let k = self.k;
+        self.loader.release(k);
+    }
+}
+
+/// Stream tag for decode-failure replacements.
+const TAG_REPLACE: u64 = 0x7265_706c;
+
+/// A worker's reusable state.
+struct WorkerState {
+    decoder: Decoder,
+    aug: Augmenter,
+    order: Option<(u64, Arc<Vec<u64>>)>,
+    reported: StageTimes,
+}
+
+fn worker(shared: &Shared, tx: &Sender<Event>) {
+    let cfg = &shared.cfg;
+    let batch = cfg.sampler.batch_size as u64;
+    let depth = shared.slots.len() as u64;
+    let mut st = WorkerState {
+        decoder: Decoder::new(cfg.max_pixels),
+        aug: Augmenter::new(cfg.augment.size),
+        order: None,
+        reported: StageTimes::default(),
+    };
+    while !shared.stop.load(Ordering::Relaxed) {
+        let s = shared.next_sample.fetch_add(1, Ordering::Relaxed);
+        let (k, j) = (s / batch, (s % batch) as usize);
+        let slot = &shared.slots[(k % depth) as usize];
+        if !wait_for_slot(shared, slot, k) {
+            return;
+        }
+        let pos = shared.sampler.advance(shared.start, k);
+        let order = epoch_order(shared, &mut st.order, pos.epoch);
+        let records = shared.sampler.batch_of(&order, pos.batch);
+        if j == 0 {
+            slot.len.store(records.len(), Ordering::Relaxed);
+        }
+        if let Some(&record) = records.get(j) {
+            let outcome = catch_unwind(AssertUnwindSafe(|| sample(shared, &mut st, slot, pos.epoch, record, j)));
+            let failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(p) => Some(LoaderError::WorkerPanic {
+                    record,
+                    message: p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into()),
+                }),
+            };
+            if let Some(e) = failure {
+                let _ = tx.send(Event::Failed(e));
+                shared.stop.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+        if slot.done.fetch_add(1, Ordering::AcqRel) + 1 == batch as usize && tx.send(Event::Ready(k)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits until `slot` is assigned to stream batch `k`; false when stopping.
+fn wait_for_slot(shared: &Shared, slot: &Slot, k: u64) -> bool {
+    loop {
+        if slot.assigned.load(Ordering::Acquire) == k {
+            return true;
+        }
+        if shared.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let guard = shared.freed.0.lock();
+        if let Ok(g) = guard {
+            if slot.assigned.load(Ordering::Acquire) != k && !shared.stop.load(Ordering::Relaxed) {
+                let _ = shared.freed.1.wait_timeout(g, Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// This rank's order for `epoch`, computed once and shared by the workers.
+fn epoch_order(shared: &Shared, cache: &mut Option<(u64, Arc<Vec<u64>>)>, epoch: u64) -> Arc<Vec<u64>> {
+    if let Some((e, o)) = cache {
+        if *e == epoch {
+            return Arc::clone(o);
+        }
+    }
+    let order = {
+        let mut orders = match shared.orders.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((_, o)) = orders.iter().find(|(e, _)| *e == epoch) {
+            Arc::clone(o)
+        } else {
+            let o = Arc::new(shared.sampler.epoch_order(epoch));
+            orders.push_back((epoch, Arc::clone(&o)));
+            while orders.len() > 3 {
+                orders.pop_front();
+            }
+            o
+        }
+    };
+    *cache = Some((epoch, Arc::clone(&order)));
+    order
+}
+
+/// Produces sample `j` of a batch from `record` (or its replacement).
+fn sample(shared: &Shared, st: &mut WorkerState, slot: &Slot, epoch: u64, record: u64, j: usize) -> Result<(), LoaderError> {
+    let cfg = &shared.cfg;
+    if cfg.panic_on_record == Some(record) {
+        panic!("test hook: record {record}");
+    }
+    let stats = &shared.stats;
+    let mut used = record;
+    let mut attempt = 0u32;
+    let decoded = loop {
+        let t0 = Instant::now();
+        let rec = shared.dataset.verified_record(used).map_err(|e| LoaderError::Shard(Arc::new(e)))?;
+        let t1 = Instant::now();
+        add(&stats.read_ns, t1 - t0);
+        // Decode into the worker's buffer; on failure pick a replacement.
+        let ok = st.decoder.decode(rec.bytes).map(|d| (d.width, d.height)).map_err(|e| e.to_string());
+        add(&stats.decode_ns, t1.elapsed());
+        match ok {
+            Ok(_) => break (used, rec.meta.label),
+            Err(last) => {
+                stats.decode_failures.fetch_add(1, Ordering::Relaxed);
+                attempt += 1;
+                if attempt > cfg.max_replacements {
+                    return Err(LoaderError::Undecodable {
+                        record,
+                        attempts: cfg.max_replacements,
+                        last,
+                    });
+                }
+                let mut rng = stream(&[TAG_REPLACE, cfg.sampler.seed, epoch, record, attempt as u64]);
+                used = below(&mut rng, shared.dataset.len());
+            }
+        }
+    };
+    let (used, label) = decoded;
+    // SAFETY: sample j of this batch was claimed by this worker alone (the
+    // atomic sample counter hands out each number once), so the regions
+    // below are written by nobody else, and nobody reads them before the
+    // batch's completion counter says every sample is done.
+    unsafe {
+        slot.bufs.labels.region_mut(j, 1)[0] = label;
+        slot.bufs.records.region_mut(j, 1)[0] = used;
+    }
+    if cfg.mode != Mode::Decode {
+        // The decoder's buffer still holds `used`'s pixels: re-borrow it.
+        let img = st.decoder.last();
+        let n = 3 * (cfg.augment.size as usize).pow(2);
+        for v in 0..2 {
+            let p = sample_view(&cfg.augment, cfg.sampler.seed, epoch, record, v, img.width, img.height);
+            st.aug
+                .render(&img, &p)
+                .map_err(|e| LoaderError::WorkerPanic { record, message: e.to_string() })?;
+            if cfg.mode == Mode::Full {
+                // SAFETY: as above: this sample's region of view v.
+                match cfg.format {
+                    PixelFormat::U8 => st.aug.write_u8(unsafe { slot.bufs.views_u8[v].region_mut(j * n, n) }),
+                    PixelFormat::F32 => st.aug.write_f32(unsafe { slot.bufs.views_f32[v].region_mut(j * n, n) }),
+                }
+            }
+        }
+        let t = st.aug.times;
+        let r = st.reported;
+        add(&stats.crop_ns, t.crop_resize - r.crop_resize);
+        add(&stats.colour_ns, t.colour - r.colour);
+        add(&stats.blur_ns, t.blur - r.blur);
+        add(&stats.write_ns, t.write - r.write);
+        st.reported = t;
+    }
+    stats.images.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! The two-view loader end to end, on small shardified datasets.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use barlow::augment::AugmentConfig;
+use barlow::batch::PixelFormat;
+use barlow::loader::{Loader, LoaderConfig, LoaderError, Mode};
+use barlow::progress::Silent;
+use barlow::sampler::{Position, SamplerConfig};
+use barlow::shard::manifest::{FORMAT_NAME, MANIFEST_FILE, SourceInfo};
+use barlow::shard::{Dataset, Manifest, ShardWriter, VERSION};
+use barlow::shardify::{self, Input, Layout, Options};
+use common::*;
+
+fn dataset(dir: &Path, classes: usize, per_class: usize) -> Arc<Dataset> {
+    let src = dir.join("src");
+    image_folder(&src, classes, per_class);
+    let out = dir.join("shards");
+    let opts = Options {
+        threads: 2,
+        shard_size: 20 << 10,
+        ..Options::default()
+    };
+    let input = Input::Folder {
+        path: src,
+        layout: Layout::Auto,
+    };
+    shardify::shardify(&input, &out, &opts, &Silent).unwrap();
+    Arc::new(Dataset::open(&out).unwrap())
+}
+
+fn config(threads: usize, batch: usize) -> LoaderConfig {
+    LoaderConfig {
+        sampler: SamplerConfig {
+            seed: 11,
+            batch_size: batch,
+            ..SamplerConfig::default()
+        },
+        augment: AugmentConfig {
+            size: 32,
+            ..AugmentConfig::default()
+        },
+        threads,
+        prefetch: 2,
+        ..LoaderConfig::default()
+    }
+}
+
+/// Everything a batch holds, copied out.
+type Taken = (Position, Vec<u8>, Vec<u8>, Vec<f32>, Vec<f32>, Vec<u32>, Vec<u64>);
+
+fn take(loader: &mut Loader, n: usize) -> Vec<Taken> {
+    (0..n)
+        .map(|_| {
+            let b = loader.next_batch().unwrap();
+            (
+                b.position(),
+                b.view_u8(0).to_vec(),
+                b.view_u8(1).to_vec(),
+                b.view_f32(0).to_vec(),
+                b.view_f32(1).to_vec(),
+                b.labels().to_vec(),
+                b.records().to_vec(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn batches_have_two_views_of_the_right_shape_and_real_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path(), 3, 12);
+    let mut loader = Loader::new(Arc::clone(&ds), config(2, 8), Position::default()).unwrap();
+    assert_eq!(loader.sampler().batches_per_epoch(), 4);
+    let b = loader.next_batch().unwrap();
+    assert_eq!(b.shape(), [8, 3, 32, 32]);
+    assert_eq!(b.view_u8(0).len(), 8 * 3 * 32 * 32);
+    assert!(b.view_f32(0).is_empty(), "u8 format fills no f32 buffer");
+    for (&label, &record) in b.labels().iter().zip(b.records()) {
+        assert_eq!(label, ds.record(record).unwrap().meta.label);
+    }
+    // The two views of a sample differ (independent crops and colour ops).
+    let n = 3 * 32 * 32;
+    let differ = (0..8).filter(|&j| b.view_u8(0)[j * n..(j + 1) * n] != b.view_u8(1)[j * n..(j + 1) * n]).count();
+    assert!(differ >= 7, "only {differ} of 8 samples have differing views");
+    let spread = b.view_u8(0).iter().copied().max().unwrap() - b.view_u8(0).iter().copied().min().unwrap();
+    assert!(spread > 100, "views look blank");
+}
+
+#[test]
+fn same_seed_gives_byte_identical_batches_with_1_or_3_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path(), 2, 15);
+    for format in [PixelFormat::U8, PixelFormat::F32] {
+        let run = |threads| {
+            let mut cfg = config(threads, 6);
+            cfg.format = format;
+            let mut l = Loader::new(Arc::clone(&ds), cfg, Position::default()).unwrap();
+            take(&mut l, 12) // 5 batches an epoch: crosses two epoch boundaries
+        };
+        let (a, b) = (run(1), run(3));
+        assert!(a == b, "{format:?}: batches differ between 1 and 3 threads");
+        assert_eq!(a[5].0, Position { epoch: 1, batch: 0 });
+        assert_ne!(a[0].6, a[5].6, "epochs are shuffled differently");
+    }
+    // A different seed gives different batches.
+    let mut other = config(2, 6);
+    other.sampler.seed = 12;
+    let mut l = Loader::new(Arc::clone(&ds), other, Position::default()).unwrap();
+    let mut l0 = Loader::new(Arc::clone(&ds), config(2, 6), Position::default()).unwrap();
+    assert_ne!(take(&mut l, 1), take(&mut l0, 1));
+}
+
+#[test]
+fn resuming_from_a_saved_position_continues_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path(), 2, 10);
+    let mut full = Loader::new(Arc::clone(&ds), config(2, 4), Position::default()).unwrap();
+    let all = take(&mut full, 9);
+    let mut first = Loader::new(Arc::clone(&ds), config(3, 4), Position::default()).unwrap();
+    let _ = take(&mut first, 4);
+    let saved = serde_json::to_string(&first.position()).unwrap();
+    drop(first);
+    let pos: Position = serde_json::from_str(&saved).unwrap();
+    assert_eq!(pos, Position { epoch: 0, batch: 4 });
+    let mut resumed = Loader::new(Arc::clone(&ds), config(1, 4), pos).unwrap();
+    assert!(take(&mut resumed, 5) == all[4..], "resumed batches differ");
+}
+
+#[test]
+fn ranks_see_disjoint_records_and_the_same_number_of_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path(), 3, 11); // 33 records over 2 ranks
+    let mut seen = HashSet::new();
+    for rank in 0..2 {
+        let mut cfg = config(2, 4);
+        cfg.sampler.rank = rank;
+        cfg.sampler.world_size = 2;
+        cfg.mode = Mode::Decode;
+        let mut l = Loader::new(Arc::clone(&ds), cfg, Position::default()).unwrap();
+        assert_eq!(l.sampler().batches_per_epoch(), 4); // 16 records each
+        for _ in 0..4 {
+            let b = l.next_batch().unwrap();
+            for r in b.records() {
+                assert!(seen.insert(*r), "record {r} on both ranks");
+            }
+        }
+    }
+    assert_eq!(seen.len(), 32);
+}
+
+/// A dataset whose records 3 and 7 are not JPEGs, written without shardify.
+fn dataset_with_bad_records(dir: &Path) -> Arc<Dataset> {
+    let mut w = ShardWriter::create(dir, 0).unwrap();
+    for i in 0..12u32 {
+        let bytes = if i == 3 || i == 7 { b"definitely not a jpeg".to_vec() } else { jpeg(40, 30, i) };
+        w.append(&bytes, i % 2, 40, 30, 0).unwrap();
+    }
+    let info = w.finish().unwrap();
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        version: VERSION,
+        num_records: 12,
+        classes: vec!["a".into(), "b".into()],
+        shards: vec![info],
+        source: SourceInfo {
+            input: "test".into(),
+            layout: "flat".into(),
+            files_seen: 12,
+            transcoded: 0,
+            downsized: 0,
+            rejected: Default::default(),
+            options: serde_json::Value::Null,
+            tool: "test".into(),
+        },
+    };
+    manifest.write(&dir.join(MANIFEST_FILE)).unwrap();
+    Arc::new(Dataset::open(dir).unwrap())
+}
+
+#[test]
+fn undecodable_records_are_replaced_deterministically_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset_with_bad_records(tmp.path());
+    let run = |threads| {
+        let mut l = Loader::new(Arc::clone(&ds), config(threads, 4), Position::default()).unwrap();
+        let batches = take(&mut l, 6); // two epochs: every record met twice
+        (batches, l.stats().decode_failures)
+    };
+    let (a, failures) = run(1);
+    let (b, _) = run(3);
+    assert!(a == b, "replacements depend on threads");
+    assert!(failures >= 4, "{failures} failures counted");
+    for (_, _, _, _, _, _, records) in &a {
+        assert!(!records.contains(&3) && !records.contains(&7), "a bad record was delivered");
+    }
+}
+
+#[test]
+fn shard_damage_at_run_time_is_an_error_naming_shard_and_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds_dir = tmp.path().join("ds");
+    fs::create_dir_all(&ds_dir).unwrap();
+    drop(dataset_with_bad_records(&ds_dir));
+    // Flip a byte inside record 5's data: the index stays valid.
+    let shard = ds_dir.join("shard-00000.bshard");
+    let ds = Dataset::open(&ds_dir).unwrap();
+    let offset = ds.record(5).unwrap().meta.offset as usize;
+    drop(ds);
+    let mut bytes = fs::read(&shard).unwrap();
+    bytes[offset + 20] ^= 0xFF;
+    fs::write(&shard, &bytes).unwrap();
+    let ds = Arc::new(Dataset::open(&ds_dir).unwrap());
+    let mut l = Loader::new(ds, config(2, 12), Position::default()).unwrap();
+    let err = match l.next_batch() {
+        Err(e) => e,
+        Ok(_) => panic!("damaged record delivered"),
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, LoaderError::Shard(_)), "{msg}");
+    assert!(msg.contains("shard-00000.bshard") && msg.contains("record 5"), "{msg}");
+    // The error sticks: no hang, no garbage afterwards.
+    assert!(l.next_batch().is_err());
+}
+
+#[test]
+fn a_worker_panic_becomes_an_error_at_the_consumer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path(), 2, 8);
+    let mut cfg = config(3, 16);
+    cfg.panic_on_record = Some(9);
+    let mut l = Loader::new(ds, cfg, Position::default()).unwrap();
+    match l.next_batch() {
+        Err(LoaderError::WorkerPanic { record: 9, message }) => assert!(message.contains("test hook")),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("batch delivered past a panic"),
+    }
+}
+
+#[test]
+fn dropping_the_loader_stops_every_worker_promptly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path(), 2, 20);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let outer = Arc::clone(&ds);
+    let ds2 = Arc::clone(&ds);
+    std::thread::spawn(move || {
+        // A full pipeline: workers are blocked waiting for free buffers.
+        let mut l = Loader::new(ds2, config(4, 4), Position::default()).unwrap();
+        let _ = l.next_batch().unwrap().len();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(l);
+        // And a loader dropped before any batch was asked for.
+        drop(Loader::new(ds, config(4, 4), Position::default()).unwrap());
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(20)).expect("dropping the loader hung");
+    // Every worker has exited and released its handle on the dataset.
+    assert_eq!(Arc::strong_count(&outer), 1);
+}
+
+#[test]
+fn f32_views_are_normalised_u8_views() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path(), 2, 8);
+    let mut cu = config(2, 4);
+    cu.format = PixelFormat::U8;
+    let mut cf = cu.clone();
+    cf.format = PixelFormat::F32;
+    let u = take(&mut Loader::new(Arc::clone(&ds), cu, Position::default()).unwrap(), 1);
+    let f = take(&mut Loader::new(ds, cf, Position::default()).unwrap(), 1);
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    let plane = 32 * 32;
+    for (i, (&q, &x)) in u[0].1.iter().zip(&f[0].3).enumerate() {
+        let c = (i / plane) % 3;
+        let back = (x * std[c] + mean[c]) * 255.0;
+        assert!((back - q as f32).abs() <= 0.51, "pixel {i}: u8 {q} vs f32 {back}");
+    }
+}
