@@ -10,7 +10,17 @@
 use std::ptr::NonNull;
 
 /// Element type of the views in a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PixelFormat {
     /// u8 in [0, 255], to be normalised on the device (4x less traffic).

@@ -7,13 +7,14 @@
 //! runs without a download.
 
 pub mod augment;
+pub mod batch;
 pub mod codec;
 pub mod datasets;
 pub mod decode;
+pub mod loader;
+pub mod preview;
 pub mod progress;
 pub mod rng;
 pub mod sampler;
 pub mod shard;
 pub mod shardify;
-pub mod batch;
-pub mod loader;

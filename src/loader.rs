@@ -42,7 +42,17 @@ use crate::sampler::{Position, Sampler, SamplerConfig, SamplerError};
 use crate::shard::{Dataset, ShardError};
 
 /// How much of the pipeline runs (for benchmarks; training uses `Full`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Read and decode only.
@@ -97,7 +107,9 @@ pub enum LoaderError {
     Sampler(#[from] SamplerError),
     #[error("{0}")]
     Shard(Arc<ShardError>),
-    #[error("record {record} and {attempts} replacements all failed to decode (last error: {last})")]
+    #[error(
+        "record {record} and {attempts} replacements all failed to decode (last error: {last})"
+    )]
     Undecodable {
         record: u64,
         attempts: u32,
@@ -181,7 +193,11 @@ pub struct Loader {
 
 impl Loader {
     /// Starts the workers; the first batch delivered is the one at `start`.
-    pub fn new(dataset: Arc<Dataset>, cfg: LoaderConfig, start: Position) -> Result<Loader, LoaderError> {
+    pub fn new(
+        dataset: Arc<Dataset>,
+        cfg: LoaderConfig,
+        start: Position,
+    ) -> Result<Loader, LoaderError> {
         let sampler = Sampler::new(dataset.len(), cfg.sampler.clone())?;
         let depth = cfg.prefetch + 1;
         let batch = cfg.sampler.batch_size;
@@ -323,7 +339,10 @@ impl Batch<'_> {
 
     /// Where this batch is in the run.
     pub fn position(&self) -> Position {
-        self.loader.shared.sampler.advance(self.loader.shared.start, self.k)
+        self.loader
+            .shared
+            .sampler
+            .advance(self.loader.shared.start, self.k)
     }
 
     /// Number of samples.
@@ -425,7 +444,9 @@ fn worker(shared: &Shared, tx: &Sender<Event>) {
             slot.len.store(records.len(), Ordering::Relaxed);
         }
         if let Some(&record) = records.get(j) {
-            let outcome = catch_unwind(AssertUnwindSafe(|| sample(shared, &mut st, slot, pos.epoch, record, j)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                sample(shared, &mut st, slot, pos.epoch, record, j)
+            }));
             let failure = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e),
@@ -444,7 +465,9 @@ fn worker(shared: &Shared, tx: &Sender<Event>) {
                 return;
             }
         }
-        if slot.done.fetch_add(1, Ordering::AcqRel) + 1 == batch as usize && tx.send(Event::Ready(k)).is_err() {
+        if slot.done.fetch_add(1, Ordering::AcqRel) + 1 == batch as usize
+            && tx.send(Event::Ready(k)).is_err()
+        {
             return;
         }
     }
@@ -460,20 +483,25 @@ fn wait_for_slot(shared: &Shared, slot: &Slot, k: u64) -> bool {
             return false;
         }
         let guard = shared.freed.0.lock();
-        if let Ok(g) = guard {
-            if slot.assigned.load(Ordering::Acquire) != k && !shared.stop.load(Ordering::Relaxed) {
-                let _ = shared.freed.1.wait_timeout(g, Duration::from_millis(20));
-            }
+        if let Ok(g) = guard
+            && slot.assigned.load(Ordering::Acquire) != k
+            && !shared.stop.load(Ordering::Relaxed)
+        {
+            let _ = shared.freed.1.wait_timeout(g, Duration::from_millis(20));
         }
     }
 }
 
 /// This rank's order for `epoch`, computed once and shared by the workers.
-fn epoch_order(shared: &Shared, cache: &mut Option<(u64, Arc<Vec<u64>>)>, epoch: u64) -> Arc<Vec<u64>> {
-    if let Some((e, o)) = cache {
-        if *e == epoch {
-            return Arc::clone(o);
-        }
+fn epoch_order(
+    shared: &Shared,
+    cache: &mut Option<(u64, Arc<Vec<u64>>)>,
+    epoch: u64,
+) -> Arc<Vec<u64>> {
+    if let Some((e, o)) = cache
+        && *e == epoch
+    {
+        return Arc::clone(o);
     }
     let order = {
         let mut orders = match shared.orders.lock() {
@@ -496,7 +524,14 @@ fn epoch_order(shared: &Shared, cache: &mut Option<(u64, Arc<Vec<u64>>)>, epoch:
 }
 
 /// Produces sample `j` of a batch from `record` (or its replacement).
-fn sample(shared: &Shared, st: &mut WorkerState, slot: &Slot, epoch: u64, record: u64, j: usize) -> Result<(), LoaderError> {
+fn sample(
+    shared: &Shared,
+    st: &mut WorkerState,
+    slot: &Slot,
+    epoch: u64,
+    record: u64,
+    j: usize,
+) -> Result<(), LoaderError> {
     let cfg = &shared.cfg;
     if cfg.panic_on_record == Some(record) {
         panic!("test hook: record {record}");
@@ -506,11 +541,18 @@ fn sample(shared: &Shared, st: &mut WorkerState, slot: &Slot, epoch: u64, record
     let mut attempt = 0u32;
     let decoded = loop {
         let t0 = Instant::now();
-        let rec = shared.dataset.verified_record(used).map_err(|e| LoaderError::Shard(Arc::new(e)))?;
+        let rec = shared
+            .dataset
+            .verified_record(used)
+            .map_err(|e| LoaderError::Shard(Arc::new(e)))?;
         let t1 = Instant::now();
         add(&stats.read_ns, t1 - t0);
         // Decode into the worker's buffer; on failure pick a replacement.
-        let ok = st.decoder.decode(rec.bytes).map(|d| (d.width, d.height)).map_err(|e| e.to_string());
+        let ok = st
+            .decoder
+            .decode(rec.bytes)
+            .map(|d| (d.width, d.height))
+            .map_err(|e| e.to_string());
         add(&stats.decode_ns, t1.elapsed());
         match ok {
             Ok(_) => break (used, rec.meta.label),
@@ -524,7 +566,8 @@ fn sample(shared: &Shared, st: &mut WorkerState, slot: &Slot, epoch: u64, record
                         last,
                     });
                 }
-                let mut rng = stream(&[TAG_REPLACE, cfg.sampler.seed, epoch, record, attempt as u64]);
+                let mut rng =
+                    stream(&[TAG_REPLACE, cfg.sampler.seed, epoch, record, attempt as u64]);
                 used = below(&mut rng, shared.dataset.len());
             }
         }
@@ -543,15 +586,30 @@ fn sample(shared: &Shared, st: &mut WorkerState, slot: &Slot, epoch: u64, record
         let img = st.decoder.last();
         let n = 3 * (cfg.augment.size as usize).pow(2);
         for v in 0..2 {
-            let p = sample_view(&cfg.augment, cfg.sampler.seed, epoch, record, v, img.width, img.height);
+            let p = sample_view(
+                &cfg.augment,
+                cfg.sampler.seed,
+                epoch,
+                record,
+                v,
+                img.width,
+                img.height,
+            );
             st.aug
                 .render(&img, &p)
-                .map_err(|e| LoaderError::WorkerPanic { record, message: e.to_string() })?;
+                .map_err(|e| LoaderError::WorkerPanic {
+                    record,
+                    message: e.to_string(),
+                })?;
             if cfg.mode == Mode::Full {
                 // SAFETY: as above: this sample's region of view v.
                 match cfg.format {
-                    PixelFormat::U8 => st.aug.write_u8(unsafe { slot.bufs.views_u8[v].region_mut(j * n, n) }),
-                    PixelFormat::F32 => st.aug.write_f32(unsafe { slot.bufs.views_f32[v].region_mut(j * n, n) }),
+                    PixelFormat::U8 => st
+                        .aug
+                        .write_u8(unsafe { slot.bufs.views_u8[v].region_mut(j * n, n) }),
+                    PixelFormat::F32 => st
+                        .aug
+                        .write_f32(unsafe { slot.bufs.views_f32[v].region_mut(j * n, n) }),
                 }
             }
         }

@@ -97,7 +97,7 @@ pub struct Sampler {
 }
 
 /// Stream tags, so that no two uses of the seed share a stream.
-const TAG_ORDER: u64 = 0x6f72_6465_72;
+const TAG_ORDER: u64 = 0x006f_7264_6572;
 
 impl Sampler {
     pub fn new(num_records: u64, cfg: SamplerConfig) -> Result<Sampler, SamplerError> {

@@ -53,7 +53,15 @@ fn config(threads: usize, batch: usize) -> LoaderConfig {
 }
 
 /// Everything a batch holds, copied out.
-type Taken = (Position, Vec<u8>, Vec<u8>, Vec<f32>, Vec<f32>, Vec<u32>, Vec<u64>);
+type Taken = (
+    Position,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<u32>,
+    Vec<u64>,
+);
 
 fn take(loader: &mut Loader, n: usize) -> Vec<Taken> {
     (0..n)
@@ -87,9 +95,15 @@ fn batches_have_two_views_of_the_right_shape_and_real_labels() {
     }
     // The two views of a sample differ (independent crops and colour ops).
     let n = 3 * 32 * 32;
-    let differ = (0..8).filter(|&j| b.view_u8(0)[j * n..(j + 1) * n] != b.view_u8(1)[j * n..(j + 1) * n]).count();
-    assert!(differ >= 7, "only {differ} of 8 samples have differing views");
-    let spread = b.view_u8(0).iter().copied().max().unwrap() - b.view_u8(0).iter().copied().min().unwrap();
+    let differ = (0..8)
+        .filter(|&j| b.view_u8(0)[j * n..(j + 1) * n] != b.view_u8(1)[j * n..(j + 1) * n])
+        .count();
+    assert!(
+        differ >= 7,
+        "only {differ} of 8 samples have differing views"
+    );
+    let spread =
+        b.view_u8(0).iter().copied().max().unwrap() - b.view_u8(0).iter().copied().min().unwrap();
     assert!(spread > 100, "views look blank");
 }
 
@@ -159,7 +173,11 @@ fn ranks_see_disjoint_records_and_the_same_number_of_batches() {
 fn dataset_with_bad_records(dir: &Path) -> Arc<Dataset> {
     let mut w = ShardWriter::create(dir, 0).unwrap();
     for i in 0..12u32 {
-        let bytes = if i == 3 || i == 7 { b"definitely not a jpeg".to_vec() } else { jpeg(40, 30, i) };
+        let bytes = if i == 3 || i == 7 {
+            b"definitely not a jpeg".to_vec()
+        } else {
+            jpeg(40, 30, i)
+        };
         w.append(&bytes, i % 2, 40, 30, 0).unwrap();
     }
     let info = w.finish().unwrap();
@@ -198,7 +216,10 @@ fn undecodable_records_are_replaced_deterministically_and_counted() {
     assert!(a == b, "replacements depend on threads");
     assert!(failures >= 4, "{failures} failures counted");
     for (_, _, _, _, _, _, records) in &a {
-        assert!(!records.contains(&3) && !records.contains(&7), "a bad record was delivered");
+        assert!(
+            !records.contains(&3) && !records.contains(&7),
+            "a bad record was delivered"
+        );
     }
 }
 
@@ -224,7 +245,10 @@ fn shard_damage_at_run_time_is_an_error_naming_shard_and_record() {
     };
     let msg = err.to_string();
     assert!(matches!(err, LoaderError::Shard(_)), "{msg}");
-    assert!(msg.contains("shard-00000.bshard") && msg.contains("record 5"), "{msg}");
+    assert!(
+        msg.contains("shard-00000.bshard") && msg.contains("record 5"),
+        "{msg}"
+    );
     // The error sticks: no hang, no garbage afterwards.
     assert!(l.next_batch().is_err());
 }
@@ -237,7 +261,9 @@ fn a_worker_panic_becomes_an_error_at_the_consumer() {
     cfg.panic_on_record = Some(9);
     let mut l = Loader::new(ds, cfg, Position::default()).unwrap();
     match l.next_batch() {
-        Err(LoaderError::WorkerPanic { record: 9, message }) => assert!(message.contains("test hook")),
+        Err(LoaderError::WorkerPanic { record: 9, message }) => {
+            assert!(message.contains("test hook"))
+        }
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("batch delivered past a panic"),
     }
@@ -260,7 +286,8 @@ fn dropping_the_loader_stops_every_worker_promptly() {
         drop(Loader::new(ds, config(4, 4), Position::default()).unwrap());
         tx.send(()).unwrap();
     });
-    rx.recv_timeout(Duration::from_secs(20)).expect("dropping the loader hung");
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("dropping the loader hung");
     // Every worker has exited and released its handle on the dataset.
     assert_eq!(Arc::strong_count(&outer), 1);
 }
@@ -273,13 +300,19 @@ fn f32_views_are_normalised_u8_views() {
     cu.format = PixelFormat::U8;
     let mut cf = cu.clone();
     cf.format = PixelFormat::F32;
-    let u = take(&mut Loader::new(Arc::clone(&ds), cu, Position::default()).unwrap(), 1);
+    let u = take(
+        &mut Loader::new(Arc::clone(&ds), cu, Position::default()).unwrap(),
+        1,
+    );
     let f = take(&mut Loader::new(ds, cf, Position::default()).unwrap(), 1);
     let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
     let plane = 32 * 32;
     for (i, (&q, &x)) in u[0].1.iter().zip(&f[0].3).enumerate() {
         let c = (i / plane) % 3;
         let back = (x * std[c] + mean[c]) * 255.0;
-        assert!((back - q as f32).abs() <= 0.51, "pixel {i}: u8 {q} vs f32 {back}");
+        assert!(
+            (back - q as f32).abs() <= 0.51,
+            "pixel {i}: u8 {q} vs f32 {back}"
+        );
     }
 }

@@ -43,6 +43,10 @@ pub fn blur(p: &mut [f32], width: usize, height: usize, sigma: f32, s: &mut Blur
     }
 }
 
+/// Lanes accumulated in registers before one store: each output value is
+/// written once instead of once per tap.
+const LANES: usize = 32;
+
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn horizontal(
     src: &[f32],
@@ -59,12 +63,24 @@ fn horizontal(
         padded[r..r + width].copy_from_slice(row);
         padded[r + width..].fill(row[width - 1]);
         let out = &mut dst[y * width..(y + 1) * width];
-        out.fill(0.0);
-        for (j, &kj) in k.iter().enumerate() {
-            let shifted = &padded[j..j + width];
-            for (o, &v) in out.iter_mut().zip(shifted) {
-                *o += kj * v;
+        let (chunks, tail) = out.as_chunks_mut::<LANES>();
+        for (c, o) in chunks.iter_mut().enumerate() {
+            let mut acc = [0f32; LANES];
+            for (j, &kj) in k.iter().enumerate() {
+                let src = &padded[c * LANES + j..c * LANES + j + LANES];
+                for l in 0..LANES {
+                    acc[l] += kj * src[l];
+                }
             }
+            *o = acc;
+        }
+        let done = chunks.len() * LANES;
+        for (x, o) in tail.iter_mut().enumerate() {
+            *o = k
+                .iter()
+                .enumerate()
+                .map(|(j, &kj)| kj * padded[done + x + j])
+                .sum();
         }
     }
 }
@@ -72,15 +88,30 @@ fn horizontal(
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn vertical(src: &[f32], dst: &mut [f32], width: usize, height: usize, k: &[f32]) {
     let r = k.len() as isize / 2;
+    let row_of = |y: usize, j: usize| {
+        (y as isize + j as isize - r).clamp(0, height as isize - 1) as usize * width
+    };
     for y in 0..height {
         let out = &mut dst[y * width..(y + 1) * width];
-        out.fill(0.0);
-        for (j, &kj) in k.iter().enumerate() {
-            let sy = (y as isize + j as isize - r).clamp(0, height as isize - 1) as usize;
-            let row = &src[sy * width..(sy + 1) * width];
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o += kj * v;
+        let (chunks, tail) = out.as_chunks_mut::<LANES>();
+        for (c, o) in chunks.iter_mut().enumerate() {
+            let mut acc = [0f32; LANES];
+            for (j, &kj) in k.iter().enumerate() {
+                let start = row_of(y, j) + c * LANES;
+                let src = &src[start..start + LANES];
+                for l in 0..LANES {
+                    acc[l] += kj * src[l];
+                }
             }
+            *o = acc;
+        }
+        let done = chunks.len() * LANES;
+        for (x, o) in tail.iter_mut().enumerate() {
+            *o = k
+                .iter()
+                .enumerate()
+                .map(|(j, &kj)| kj * src[row_of(y, j) + done + x])
+                .sum();
         }
     }
 }

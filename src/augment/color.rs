@@ -16,7 +16,7 @@ pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
 #[inline(always)]
 fn clamp255(x: f32) -> f32 {
-    x.max(0.0).min(255.0)
+    x.clamp(0.0, 255.0)
 }
 
 /// Splits three equal planes out of one `3 * n` buffer.
@@ -29,32 +29,107 @@ pub fn planes_mut(p: &mut [f32]) -> (&mut [f32], &mut [f32], &mut [f32]) {
 
 /// Interleaved u8 RGB (`width` x `height`) -> planar f32, mirrored
 /// left-right when `flip`.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn to_planes(src: &[u8], width: usize, height: usize, flip: bool, dst: &mut [f32]) {
     let n = width * height;
     let (r, g, b) = planes_mut(&mut dst[..3 * n]);
-    for y in 0..height {
-        let row = &src[y * width * 3..(y + 1) * width * 3];
-        let (r, g, b) = (
-            &mut r[y * width..(y + 1) * width],
-            &mut g[y * width..(y + 1) * width],
-            &mut b[y * width..(y + 1) * width],
-        );
-        if flip {
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                let o = width - 1 - x;
-                r[o] = px[0] as f32;
-                g[o] = px[1] as f32;
-                b[o] = px[2] as f32;
-            }
-        } else {
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                r[x] = px[0] as f32;
-                g[x] = px[1] as f32;
-                b[x] = px[2] as f32;
+    let src = &src[..3 * n];
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") && std::arch::is_x86_feature_detected!("sse4.1")
+    {
+        // SAFETY: the CPU supports SSSE3 and SSE4.1 (checked just above).
+        done = unsafe { deinterleave_sse41(src, r, g, b) };
+    }
+    deinterleave_tail(
+        &src[3 * done..],
+        &mut r[done..],
+        &mut g[done..],
+        &mut b[done..],
+    );
+    if flip {
+        for plane in [r, g, b] {
+            for row in plane.chunks_exact_mut(width) {
+                row.reverse();
             }
         }
     }
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn deinterleave_tail(src: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+    let (pixels, _) = src.as_chunks::<3>();
+    for (((p, r), g), b) in pixels.iter().zip(r).zip(g).zip(b) {
+        *r = p[0] as f32;
+        *g = p[1] as f32;
+        *b = p[2] as f32;
+    }
+}
+
+/// Deinterleaves 16 pixels at a time with byte shuffles; returns how many
+/// pixels it converted (a multiple of 16; the caller does the rest).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3,sse4.1")]
+fn deinterleave_sse41(src: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let n = r.len().min(g.len()).min(b.len()).min(src.len() / 3);
+    // Byte positions of R, G and B in each 16-byte third of 48 bytes
+    // (16 pixels); -1 leaves a zero to be filled by another third.
+    // SAFETY: reads exactly the 16 bytes of the array.
+    let m = |v: [i8; 16]| unsafe { _mm_loadu_si128(v.as_ptr().cast()) };
+    let z = -1i8;
+    let mr = [
+        m([0, 3, 6, 9, 12, 15, z, z, z, z, z, z, z, z, z, z]),
+        m([z, z, z, z, z, z, 2, 5, 8, 11, 14, z, z, z, z, z]),
+        m([z, z, z, z, z, z, z, z, z, z, z, 1, 4, 7, 10, 13]),
+    ];
+    let mg = [
+        m([1, 4, 7, 10, 13, z, z, z, z, z, z, z, z, z, z, z]),
+        m([z, z, z, z, z, 0, 3, 6, 9, 12, 15, z, z, z, z, z]),
+        m([z, z, z, z, z, z, z, z, z, z, z, 2, 5, 8, 11, 14]),
+    ];
+    let mb = [
+        m([2, 5, 8, 11, 14, z, z, z, z, z, z, z, z, z, z, z]),
+        m([z, z, z, z, z, 1, 4, 7, 10, 13, z, z, z, z, z, z]),
+        m([z, z, z, z, z, z, z, z, z, z, 0, 3, 6, 9, 12, 15]),
+    ];
+    let gather = |a: __m128i, b: __m128i, c: __m128i, k: &[__m128i; 3]| {
+        _mm_or_si128(
+            _mm_or_si128(_mm_shuffle_epi8(a, k[0]), _mm_shuffle_epi8(b, k[1])),
+            _mm_shuffle_epi8(c, k[2]),
+        )
+    };
+    let store = |v: __m128i, out: &mut [f32]| {
+        // Four groups of four bytes -> four f32 vectors.
+        let quads = [
+            v,
+            _mm_srli_si128::<4>(v),
+            _mm_srli_si128::<8>(v),
+            _mm_srli_si128::<12>(v),
+        ];
+        for (q, chunk) in quads.into_iter().zip(out.chunks_exact_mut(4)) {
+            let f = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(q));
+            // SAFETY: `chunk` is 4 f32s, exactly one unaligned store.
+            unsafe { _mm_storeu_ps(chunk.as_mut_ptr(), f) };
+        }
+    };
+    let mut i = 0;
+    while i + 16 <= n {
+        let bytes = &src[3 * i..3 * i + 48];
+        // SAFETY: `bytes` holds 48 bytes: three unaligned 16-byte loads.
+        let (a, bb, c) = unsafe {
+            (
+                _mm_loadu_si128(bytes.as_ptr().cast()),
+                _mm_loadu_si128(bytes[16..].as_ptr().cast()),
+                _mm_loadu_si128(bytes[32..].as_ptr().cast()),
+            )
+        };
+        store(gather(a, bb, c, &mr), &mut r[i..i + 16]);
+        store(gather(a, bb, c, &mg), &mut g[i..i + 16]);
+        store(gather(a, bb, c, &mb), &mut b[i..i + 16]);
+        i += 16;
+    }
+    i
 }
 
 /// Brightness: multiply by `factor`.
@@ -71,18 +146,20 @@ pub fn mean_luma(p: &[f32]) -> f32 {
     let n = p.len() / 3;
     let (r, rest) = p.split_at(n);
     let (g, b) = rest.split_at(n);
-    // Eight partial sums: vectorises, and keeps f32 rounding small.
-    let mut acc = [0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        for k in 0..8 {
-            let i = c * 8 + k;
-            acc[k] += LUMA[0] * r[i] + LUMA[1] * g[i] + LUMA[2] * b[i];
+    // Sixteen partial sums in fixed-size arrays: vectorises, and keeps f32
+    // rounding small.
+    let mut acc = [0f32; 16];
+    let (r16, r_tail) = r.as_chunks::<16>();
+    let (g16, g_tail) = g.as_chunks::<16>();
+    let (b16, b_tail) = b.as_chunks::<16>();
+    for ((r, g), b) in r16.iter().zip(g16).zip(b16) {
+        for k in 0..16 {
+            acc[k] += LUMA[0] * r[k] + LUMA[1] * g[k] + LUMA[2] * b[k];
         }
     }
     let mut sum: f64 = acc.iter().map(|&a| a as f64).sum();
-    for i in chunks * 8..n {
-        sum += (LUMA[0] * r[i] + LUMA[1] * g[i] + LUMA[2] * b[i]) as f64;
+    for ((r, g), b) in r_tail.iter().zip(g_tail).zip(b_tail) {
+        sum += (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b) as f64;
     }
     (sum / n.max(1) as f64) as f32
 }
@@ -135,58 +212,39 @@ pub fn solarize(p: &mut [f32]) {
 }
 
 /// Hue: rotate the hue by `shift` of a full turn (torchvision's
-/// `adjust_hue` as a float HSV rotation). Branch-free so it vectorises.
+/// `adjust_hue` as a float HSV rotation). Arithmetic and selects only, so
+/// it vectorises: RGB -> (h, s, v), then each channel back from
+/// `v - v s clamp(min(k, 4 - k), 0, 1)` with `k = (n + 6h) mod 6`,
+/// n = 5, 3, 1 for r, g, b.
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn hue(p: &mut [f32], shift: f32) {
     let (r, g, b) = planes_mut(p);
-    for i in 0..r.len() {
-        let (rr, gg, bb) = (r[i], g[i], b[i]);
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let (rr, gg, bb) = (*r, *g, *b);
         let maxc = rr.max(gg).max(bb);
         let minc = rr.min(gg).min(bb);
+        // Chroma; v * s = maxc * (cr / maxc) = cr, so s itself is not needed.
         let cr = maxc - minc;
-        let gray = cr == 0.0;
-        let s = if gray { 0.0 } else { cr / maxc };
-        let crd = if gray { 1.0 } else { cr };
-        let rc = (maxc - rr) / crd;
-        let gc = (maxc - gg) / crd;
-        let bc = (maxc - bb) / crd;
-        let is_r = maxc == rr;
-        let is_g = !is_r && maxc == gg;
-        let h6 = if is_r {
-            bc - gc
-        } else if is_g {
-            2.0 + rc - bc
+        let inv_cr = 1.0 / if cr == 0.0 { 1.0 } else { cr };
+        // 6h in [-1, 5): which channel is largest picks the sector base.
+        let (base, diff) = if maxc == rr {
+            (0.0, gg - bb)
+        } else if maxc == gg {
+            (2.0, bb - rr)
         } else {
-            4.0 + gc - rc
+            (4.0, rr - gg)
         };
-        // Hue in [0, 1), shifted, wrapped.
-        let mut h = h6 / 6.0 + shift;
-        h -= h.floor();
-        let v = maxc;
-        let h6 = h * 6.0;
-        let sector = h6.floor();
-        let f = h6 - sector;
-        let pp = v * (1.0 - s);
-        let q = v * (1.0 - s * f);
-        let t = v * (1.0 - s * (1.0 - f));
-        // sector: 0..=5 (6 only through rounding: treated as 0).
-        let sct = if sector >= 6.0 { 0.0 } else { sector };
-        let (nr, ng, nb) = if sct < 1.0 {
-            (v, t, pp)
-        } else if sct < 2.0 {
-            (q, v, pp)
-        } else if sct < 3.0 {
-            (pp, v, t)
-        } else if sct < 4.0 {
-            (pp, q, v)
-        } else if sct < 5.0 {
-            (t, pp, v)
-        } else {
-            (v, pp, q)
+        let mut k0 = base + diff * inv_cr + 6.0 * shift;
+        k0 -= 6.0 * (k0 * (1.0 / 6.0)).floor();
+        let channel = |n: f32| {
+            let mut k = n + k0;
+            k -= if k >= 6.0 { 6.0 } else { 0.0 };
+            let w = k.min(4.0 - k).clamp(0.0, 1.0);
+            clamp255(maxc - cr * w)
         };
-        r[i] = clamp255(nr);
-        g[i] = clamp255(ng);
-        b[i] = clamp255(nb);
+        *r = channel(5.0);
+        *g = channel(3.0);
+        *b = channel(1.0);
     }
 }
 

@@ -12,7 +12,12 @@ pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn write_u8(planes: &[f32], out: &mut [u8]) {
     for (o, &v) in out.iter_mut().zip(planes) {
-        *o = (v.max(0.0).min(255.0) + 0.5) as u8;
+        // `max` turns NaN into 0 (`clamp` would keep it), so the value is
+        // finite and in [0.5, 255.5).
+        #[allow(clippy::manual_clamp)]
+        let x = v.max(0.0).min(255.0) + 0.5;
+        // SAFETY: x is finite and within i32's range (see above).
+        *o = unsafe { x.to_int_unchecked::<i32>() } as u8;
     }
 }
 

@@ -4,9 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use barlow::augment::AugmentConfig;
+use barlow::batch::PixelFormat;
 use barlow::datasets::photo_crops::{self, CropOptions};
 use barlow::datasets::sample::{self, SampleOptions};
+use barlow::loader::{Loader, LoaderConfig, Mode};
 use barlow::progress::Bar;
+use barlow::sampler::{Order, Position, SamplerConfig};
 use barlow::shard::Dataset;
 use barlow::shardify::{self, Input, Layout, Options};
 use clap::{Parser, Subcommand};
@@ -23,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run the embedded end-to-end job on generated sample data: generate the
     /// sample set (if absent), shardify its train and val splits, verify
-    /// them. Prints a JSON summary as its last line.
+    /// them, and stream two epochs of two-view batches through the loader.
+    /// Prints a JSON summary as its last line.
     Demo {
         /// Working folder for the sample images and shards.
         #[arg(long, default_value = "barlow-demo")]
@@ -31,6 +38,60 @@ enum Command {
         /// Worker threads [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
+    },
+    /// Measure the loader's throughput on a shardified dataset: images/s
+    /// (one image = one source image yielding two views) and where the time
+    /// goes (decode, crop+resize, colour, blur, write). The last line of
+    /// output is a JSON object.
+    BenchLoader {
+        /// Dataset folder (made by shardify).
+        #[arg(long)]
+        data: PathBuf,
+        /// Worker threads [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Batches timed (after the warm-up).
+        #[arg(long, default_value_t = 40)]
+        batches: usize,
+        /// Batches taken before timing starts.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// What runs: decode only, decode + augment, or full batches. Several
+        /// modes, comma-separated, run one after the other on the same files.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "full")]
+        mode: Vec<Mode>,
+        /// Output side of the views.
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
+        #[arg(long, value_enum, default_value = "u8")]
+        format: PixelFormat,
+        #[arg(long, value_enum, default_value = "random")]
+        order: Order,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object per mode (the last line is the last mode's).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw a grid of source images and their two augmented views.
+    Preview {
+        /// Dataset folder (made by shardify).
+        #[arg(long)]
+        data: PathBuf,
+        /// PNG file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of source images (rows).
+        #[arg(long, default_value_t = 8)]
+        n: usize,
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 0)]
+        epoch: u64,
     },
     /// Generate the procedural sample dataset (shapes; class = shape) as JPEG
     /// files in ImageFolder layout: OUT/train/<class>/, OUT/val/<class>/.
@@ -67,6 +128,10 @@ enum Command {
         /// Number of crops.
         #[arg(long, default_value_t = 3000)]
         count: usize,
+        /// Skip sources whose trial crops average fewer bits per pixel at
+        /// JPEG quality 90 (flat graphics decode faster than photos).
+        #[arg(long, default_value_t = CropOptions::default().min_bpp)]
+        min_bpp: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Worker threads [default: all cores].
@@ -84,6 +149,44 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { work, threads } => demo(&work, default_threads(threads)),
+        Command::BenchLoader {
+            data,
+            threads,
+            batch_size,
+            batches,
+            warmup,
+            mode,
+            image_size,
+            format,
+            order,
+            seed,
+            json,
+        } => {
+            let cfg = LoaderConfig {
+                sampler: SamplerConfig {
+                    seed,
+                    batch_size,
+                    order,
+                    ..SamplerConfig::default()
+                },
+                augment: AugmentConfig {
+                    size: image_size,
+                    ..AugmentConfig::default()
+                },
+                threads: default_threads(threads),
+                format,
+                ..LoaderConfig::default()
+            };
+            bench_loader(&data, &cfg, &mode, warmup, batches, json)
+        }
+        Command::Preview {
+            data,
+            out,
+            n,
+            image_size,
+            seed,
+            epoch,
+        } => preview(&data, &out, n, image_size, seed, epoch),
         Command::MakeSample {
             out,
             classes,
@@ -111,12 +214,14 @@ fn main() -> ExitCode {
             sources,
             out,
             count,
+            min_bpp,
             seed,
             threads,
         } => {
             let opts = CropOptions {
                 count,
                 seed,
+                min_bpp,
                 ..CropOptions::default()
             };
             photo_crops::make_photo_crops(
@@ -215,7 +320,201 @@ fn demo(work: &Path, threads: usize) -> Result<(), String> {
         summary.insert(format!("{split}_records"), ds.len().into());
         summary.insert("classes".into(), ds.manifest().classes.len().into());
     }
+    // Stream two-view batches from the train shards, as training will.
+    let ds = Arc::new(Dataset::open(work.join("shards").join("train")).map_err(|e| e.to_string())?);
+    let cfg = LoaderConfig {
+        sampler: SamplerConfig {
+            batch_size: 64,
+            ..SamplerConfig::default()
+        },
+        augment: AugmentConfig {
+            size: 96,
+            ..AugmentConfig::default()
+        },
+        threads,
+        ..LoaderConfig::default()
+    };
+    let mut loader = Loader::new(ds, cfg, Position::default()).map_err(|e| e.to_string())?;
+    let t = std::time::Instant::now();
+    let mut images = 0;
+    for _ in 0..2 * loader.sampler().batches_per_epoch() {
+        images += loader.next_batch().map_err(|e| e.to_string())?.len();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "loader: {images} images (two 96x96 views each) over 2 epochs in {secs:.2}s: {:.0} images/s",
+        images as f64 / secs
+    );
+    summary.insert(
+        "loader_images_per_sec".into(),
+        (images as f64 / secs).into(),
+    );
     summary.insert("seconds".into(), started.elapsed().as_secs_f64().into());
     println!("{}", serde_json::Value::Object(summary));
+    Ok(())
+}
+
+/// Resident anonymous memory of this process in bytes (Linux), if known.
+fn rss_anon() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Decode => "decode",
+        Mode::Augment => "augment",
+        Mode::Full => "full",
+    }
+}
+
+fn bench_loader(
+    data: &Path,
+    base: &LoaderConfig,
+    modes: &[Mode],
+    warmup: usize,
+    batches: usize,
+    json: bool,
+) -> Result<(), String> {
+    let ds = Arc::new(Dataset::open(data).map_err(|e| e.to_string())?);
+    println!(
+        "dataset {}: {} records; {} threads, batch {}, views {}x{} {:?}",
+        data.display(),
+        ds.len(),
+        base.threads,
+        base.sampler.batch_size,
+        base.augment.size,
+        base.augment.size,
+        base.format
+    );
+    let mut results = Vec::new();
+    for &mode in modes {
+        let cfg = LoaderConfig {
+            mode,
+            ..base.clone()
+        };
+        let rss_before = rss_anon();
+        let mut loader = Loader::new(Arc::clone(&ds), cfg.clone(), Position::default())
+            .map_err(|e| e.to_string())?;
+        for _ in 0..warmup {
+            loader.next_batch().map_err(|e| e.to_string())?;
+        }
+        let s0 = loader.stats();
+        let t0 = std::time::Instant::now();
+        let mut images = 0usize;
+        for _ in 0..batches {
+            let b = loader.next_batch().map_err(|e| e.to_string())?;
+            images += b.len();
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let s1 = loader.stats();
+        let rss_after = rss_anon();
+        let buffers = loader.buffer_bytes();
+        drop(loader);
+        let ips = images as f64 / secs;
+        let thread_s = |a: std::time::Duration, b: std::time::Duration| (a - b).as_secs_f64();
+        let stages = [
+            ("read", thread_s(s1.read, s0.read)),
+            ("decode", thread_s(s1.decode, s0.decode)),
+            (
+                "crop+resize",
+                thread_s(s1.stages.crop_resize, s0.stages.crop_resize),
+            ),
+            ("colour", thread_s(s1.stages.colour, s0.stages.colour)),
+            ("blur", thread_s(s1.stages.blur, s0.stages.blur)),
+            ("write", thread_s(s1.stages.write, s0.stages.write)),
+        ];
+        let total: f64 = stages.iter().map(|s| s.1).sum();
+        println!(
+            "mode {:<7} {:>8.1} images/s ({images} images in {secs:.2}s); data wait {:.2}s; decode failures {}",
+            mode_name(mode),
+            ips,
+            (s1.data_wait - s0.data_wait).as_secs_f64(),
+            s1.decode_failures
+        );
+        for (name, t) in stages {
+            if t > 0.0 {
+                println!(
+                    "    {name:<12} {:>7.3} ms/image  {:>5.1}%",
+                    1e3 * t / images.max(1) as f64,
+                    100.0 * t / total.max(1e-12)
+                );
+            }
+        }
+        println!(
+            "    memory: batch buffers {:.1} MiB; RssAnon {} -> {}",
+            buffers as f64 / (1 << 20) as f64,
+            rss_before.map_or("?".into(), |b| format!(
+                "{:.1} MiB",
+                b as f64 / (1 << 20) as f64
+            )),
+            rss_after.map_or("?".into(), |b| format!(
+                "{:.1} MiB",
+                b as f64 / (1 << 20) as f64
+            ))
+        );
+        let mut obj = serde_json::json!({
+            "images_per_sec": ips,
+            "mode": mode_name(mode),
+            "threads": cfg.threads,
+            "batch_size": cfg.sampler.batch_size,
+            "image_size": cfg.augment.size,
+            "images": images,
+            "seconds": secs,
+            "data_wait_sec": (s1.data_wait - s0.data_wait).as_secs_f64(),
+            "decode_failures": s1.decode_failures,
+            "buffer_bytes": buffers,
+            "rss_anon_bytes": rss_after,
+        });
+        for (name, t) in stages {
+            obj[format!("{}_ms_per_image", name.replace('+', "_"))] =
+                (1e3 * t / images.max(1) as f64).into();
+        }
+        results.push((mode, ips, obj));
+    }
+    let rate = |m: Mode| results.iter().find(|r| r.0 == m).map(|r| r.1);
+    if let (Some(d), Some(f)) = (rate(Mode::Decode), rate(Mode::Full)) {
+        println!("full / decode = {:.1}%", 100.0 * f / d);
+    }
+    if json {
+        for (_, _, obj) in &results {
+            println!("{obj}");
+        }
+    }
+    Ok(())
+}
+
+fn preview(
+    data: &Path,
+    out: &Path,
+    n: usize,
+    size: u32,
+    seed: u64,
+    epoch: u64,
+) -> Result<(), String> {
+    let ds = Dataset::open(data).map_err(|e| e.to_string())?;
+    let cfg = AugmentConfig {
+        size,
+        ..AugmentConfig::default()
+    };
+    let grid =
+        barlow::preview::preview_grid(&ds, &cfg, seed, epoch, n).map_err(|e| e.to_string())?;
+    image::save_buffer(
+        out,
+        &grid.pixels,
+        grid.width,
+        grid.height,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "wrote {} ({}x{}): {} rows of source | view 1 | view 2",
+        out.display(),
+        grid.width,
+        grid.height,
+        n.min(ds.len() as usize)
+    );
     Ok(())
 }
