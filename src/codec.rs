@@ -58,16 +58,22 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
 /// the real limit is `max_pixels`.
 const JPEG_MAX_SIDE: usize = u16::MAX as usize;
 
-fn jpeg_options() -> DecoderOptions {
-    DecoderOptions::new_fast()
+/// A zune-jpeg decoder for `bytes` that outputs RGB whatever the JPEG's
+/// colour space (gray, YCbCr, CMYK, YCCK).
+pub(crate) fn jpeg_decoder(bytes: &[u8]) -> JpegDecoder<ZCursor<&[u8]>> {
+    let options = DecoderOptions::new_fast()
         .set_max_width(JPEG_MAX_SIDE)
         .set_max_height(JPEG_MAX_SIDE)
-        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    JpegDecoder::new_with_options(ZCursor::new(bytes), options)
 }
 
-/// Width and height from a JPEG's headers, checked against `max_pixels`.
-pub fn jpeg_dimensions(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), CodecError> {
-    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options());
+/// Reads the headers of `dec`: width and height, checked against
+/// `max_pixels` before anything is decoded.
+pub(crate) fn jpeg_header(
+    dec: &mut JpegDecoder<ZCursor<&[u8]>>,
+    max_pixels: u64,
+) -> Result<(u32, u32), CodecError> {
     dec.decode_headers()
         .map_err(|e| CodecError::CorruptHeader(e.to_string()))?;
     let info = dec
@@ -76,6 +82,11 @@ pub fn jpeg_dimensions(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), Code
     let (w, h) = (u32::from(info.width), u32::from(info.height));
     check_size(w, h, max_pixels)?;
     Ok((w, h))
+}
+
+/// Width and height from a JPEG's headers, checked against `max_pixels`.
+pub fn jpeg_dimensions(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), CodecError> {
+    jpeg_header(&mut jpeg_decoder(bytes), max_pixels)
 }
 
 fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), CodecError> {
@@ -157,21 +168,12 @@ pub fn check_jpeg_complete(bytes: &[u8]) -> Result<(), CodecError> {
 
 /// Decodes a JPEG (baseline or progressive; gray, YCbCr, CMYK or YCCK) to RGB.
 pub fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, CodecError> {
-    let (width, height) = jpeg_dimensions(bytes, max_pixels)?;
-    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options());
-    let pixels = dec
-        .decode()
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
-    if pixels.len() != width as usize * height as usize * 3 {
-        return Err(CodecError::Decode(format!(
-            "decoder returned {} bytes for a {width}x{height} RGB image",
-            pixels.len()
-        )));
-    }
+    let mut decoder = crate::decode::Decoder::new(max_pixels);
+    let img = decoder.decode(bytes)?;
     Ok(RgbImage {
-        width,
-        height,
-        pixels,
+        width: img.width,
+        height: img.height,
+        pixels: img.pixels.to_vec(),
     })
 }
 

@@ -6,12 +6,7 @@
 //! per-image tables of its own). Images over the pixel limit are refused
 //! from their header, before any pixel is decoded.
 
-use zune_jpeg::JpegDecoder;
-use zune_jpeg::zune_core::bytestream::ZCursor;
-use zune_jpeg::zune_core::colorspace::ColorSpace;
-use zune_jpeg::zune_core::options::DecoderOptions;
-
-use crate::codec::CodecError;
+use crate::codec::{self, CodecError};
 
 /// A decoded image borrowed from its [`Decoder`].
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +22,6 @@ pub struct Decoded<'a> {
 pub struct Decoder {
     buf: Vec<u8>,
     max_pixels: u64,
-    options: DecoderOptions,
     /// Width and height of the image in `buf` (0 x 0 when none).
     last: (u32, u32),
 }
@@ -37,10 +31,6 @@ impl Decoder {
         Decoder {
             buf: Vec::new(),
             max_pixels,
-            options: DecoderOptions::new_fast()
-                .set_max_width(u16::MAX as usize)
-                .set_max_height(u16::MAX as usize)
-                .jpeg_set_out_colorspace(ColorSpace::RGB),
             last: (0, 0),
         }
     }
@@ -48,25 +38,9 @@ impl Decoder {
     /// Decodes `jpeg` into the decoder's buffer.
     pub fn decode(&mut self, jpeg: &[u8]) -> Result<Decoded<'_>, CodecError> {
         self.last = (0, 0);
-        let mut dec = JpegDecoder::new_with_options(ZCursor::new(jpeg), self.options);
-        dec.decode_headers()
-            .map_err(|e| CodecError::CorruptHeader(e.to_string()))?;
-        let info = dec
-            .info()
-            .ok_or_else(|| CodecError::CorruptHeader("no frame header".into()))?;
-        let (width, height) = (u32::from(info.width), u32::from(info.height));
+        let mut dec = codec::jpeg_decoder(jpeg);
+        let (width, height) = codec::jpeg_header(&mut dec, self.max_pixels)?;
         let pixels = width as u64 * height as u64;
-        if width == 0 || height == 0 {
-            return Err(CodecError::ZeroSize { width, height });
-        }
-        if pixels > self.max_pixels {
-            return Err(CodecError::TooLarge {
-                width,
-                height,
-                pixels,
-                max: self.max_pixels,
-            });
-        }
         let size = dec
             .output_buffer_size()
             .ok_or_else(|| CodecError::CorruptHeader("image size overflows".into()))?;
@@ -105,7 +79,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{RgbImage, decode_jpeg, encode_jpeg};
+    use crate::codec::{RgbImage, encode_jpeg};
 
     #[test]
     fn matches_the_one_shot_decoder_and_reuses_its_buffer() {
@@ -117,10 +91,14 @@ mod tests {
                 pixels: (0..w * h * 3).map(|i| (i * 31 % 251) as u8).collect(),
             };
             let jpeg = encode_jpeg(&img, 85).unwrap();
-            let want = decode_jpeg(&jpeg, u64::MAX).unwrap();
+            // zune-jpeg's one-shot decode with its default options.
+            let want =
+                zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&jpeg))
+                    .decode()
+                    .unwrap();
             let got = d.decode(&jpeg).unwrap();
             assert_eq!((got.width, got.height), (w, h));
-            assert_eq!(got.pixels, &want.pixels[..]);
+            assert_eq!(got.pixels, &want[..]);
         }
         assert_eq!(
             d.buf.len(),

@@ -47,6 +47,19 @@ pub fn blur(p: &mut [f32], width: usize, height: usize, sigma: f32, s: &mut Blur
 /// written once instead of once per tap.
 const LANES: usize = 32;
 
+/// `sum_j k[j] * tap(j)[..LANES]`, accumulated in registers.
+#[inline(always)]
+fn fir<'a>(k: &[f32], tap: impl Fn(usize) -> &'a [f32]) -> [f32; LANES] {
+    let mut acc = [0f32; LANES];
+    for (j, &kj) in k.iter().enumerate() {
+        let src = &tap(j)[..LANES];
+        for l in 0..LANES {
+            acc[l] += kj * src[l];
+        }
+    }
+    acc
+}
+
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn horizontal(
     src: &[f32],
@@ -64,15 +77,9 @@ fn horizontal(
         padded[r + width..].fill(row[width - 1]);
         let out = &mut dst[y * width..(y + 1) * width];
         let (chunks, tail) = out.as_chunks_mut::<LANES>();
+        let padded = &*padded;
         for (c, o) in chunks.iter_mut().enumerate() {
-            let mut acc = [0f32; LANES];
-            for (j, &kj) in k.iter().enumerate() {
-                let src = &padded[c * LANES + j..c * LANES + j + LANES];
-                for l in 0..LANES {
-                    acc[l] += kj * src[l];
-                }
-            }
-            *o = acc;
+            *o = fir(k, |j| &padded[c * LANES + j..]);
         }
         let done = chunks.len() * LANES;
         for (x, o) in tail.iter_mut().enumerate() {
@@ -95,15 +102,7 @@ fn vertical(src: &[f32], dst: &mut [f32], width: usize, height: usize, k: &[f32]
         let out = &mut dst[y * width..(y + 1) * width];
         let (chunks, tail) = out.as_chunks_mut::<LANES>();
         for (c, o) in chunks.iter_mut().enumerate() {
-            let mut acc = [0f32; LANES];
-            for (j, &kj) in k.iter().enumerate() {
-                let start = row_of(y, j) + c * LANES;
-                let src = &src[start..start + LANES];
-                for l in 0..LANES {
-                    acc[l] += kj * src[l];
-                }
-            }
-            *o = acc;
+            *o = fir(k, |j| &src[row_of(y, j) + c * LANES..]);
         }
         let done = chunks.len() * LANES;
         for (x, o) in tail.iter_mut().enumerate() {
