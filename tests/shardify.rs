@@ -561,3 +561,45 @@ fn verify_rejects_what_only_a_full_decode_finds() {
     let report = shardify::check(&tmp.path().join("q"), true, 1, &Silent).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
 }
+
+#[test]
+fn unreadable_zero_size_and_unencodable_files_are_rejected_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src.join("good.jpg"), &jpeg(20, 20, 9));
+    // A dangling symlink: listed like a file, cannot be read.
+    std::os::unix::fs::symlink(tmp.path().join("nowhere.jpg"), src.join("dangling.jpg")).unwrap();
+    // A JPEG whose frame header declares zero lines.
+    write(&src.join("zero.jpg"), &jpeg_claiming(0));
+    // A decodable PNG wider than JPEG's 65,535-pixel limit: cannot be transcoded.
+    let mut wide = Vec::new();
+    image::RgbImage::new(70_000, 1)
+        .write_to(
+            &mut std::io::Cursor::new(&mut wide),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    write(&src.join("wide.png"), &wide);
+    let out = tmp.path().join("out");
+    let s = shardify::shardify(&folder(&src), &out, &opts(2), &Silent).unwrap();
+    assert_eq!(s.records, 1);
+    let reasons: BTreeMap<String, String> = s
+        .rejected
+        .iter()
+        .map(|r| {
+            (
+                Path::new(&r.path)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                r.reason.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons["dangling.jpg"], "unreadable");
+    assert_eq!(reasons["wide.png"], "encode-failed");
+    // zune-jpeg refuses a zero dimension while reading the header (our own
+    // `zero-size` check backs it up for other decoders).
+    assert_eq!(reasons["zero.jpg"], "corrupt-header");
+}
