@@ -12,6 +12,8 @@ pub mod codec;
 pub mod datasets;
 pub mod decode;
 pub mod loader;
+pub mod loss;
+pub mod optim;
 pub mod preview;
 pub mod progress;
 pub mod rng;
