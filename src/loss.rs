@@ -59,6 +59,7 @@ mod tests {
     type AB = Autodiff<Flex>;
 
     /// An independent f64 implementation, written from SPEC's formula.
+    #[allow(clippy::needless_range_loop)]
     fn reference(z1: &[Vec<f64>], z2: &[Vec<f64>], lambda: f64) -> f64 {
         let n = z1.len();
         let d = z1[0].len();
