@@ -13,6 +13,7 @@ pub mod datasets;
 pub mod decode;
 pub mod loader;
 pub mod loss;
+pub mod model;
 pub mod optim;
 pub mod preview;
 pub mod progress;

@@ -1,0 +1,170 @@
+//! The network: a ResNet backbone and the Barlow Twins projector.
+
+pub mod resnet;
+
+use burn::module::Module;
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+
+pub use resnet::{Arch, ResNet, ResNetConfig};
+
+/// Parses SPEC's `--projector 8192-8192-8192` notation.
+pub fn parse_projector(s: &str) -> Result<Vec<usize>, String> {
+    let dims: Result<Vec<usize>, _> = s.split('-').map(|p| p.trim().parse::<usize>()).collect();
+    match dims {
+        Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => Ok(d),
+        _ => Err(format!("{s:?} is not a projector spec like 8192-8192-8192")),
+    }
+}
+
+/// Linear (no bias) -> BN -> ReLU for every layer but the last, which is a
+/// bare Linear (no bias). The final affine-free BN is in [`crate::loss`].
+#[derive(Module, Debug)]
+pub struct Projector<B: Backend> {
+    pub linears: Vec<Linear<B>>,
+    pub bns: Vec<BatchNorm<B>>,
+}
+
+impl<B: Backend> Projector<B> {
+    pub fn new(input: usize, dims: &[usize], device: &B::Device) -> Projector<B> {
+        let mut linears = Vec::new();
+        let mut bns = Vec::new();
+        let mut prev = input;
+        for (i, &d) in dims.iter().enumerate() {
+            linears.push(LinearConfig::new(prev, d).with_bias(false).init(device));
+            if i + 1 < dims.len() {
+                bns.push(BatchNormConfig::new(d).init(device));
+            }
+            prev = d;
+        }
+        Projector { linears, bns }
+    }
+
+    pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let last = self.linears.len().saturating_sub(1);
+        for (i, lin) in self.linears.iter().enumerate() {
+            x = lin.forward(x);
+            if i < last {
+                x = relu(self.bns[i].forward(x));
+            }
+        }
+        x
+    }
+}
+
+/// Backbone + projector.
+#[derive(Module, Debug)]
+pub struct BarlowTwins<B: Backend> {
+    pub backbone: ResNet<B>,
+    pub projector: Projector<B>,
+}
+
+impl<B: Backend> BarlowTwins<B> {
+    pub fn new(backbone: &ResNetConfig, projector: &[usize], device: &B::Device) -> BarlowTwins<B> {
+        BarlowTwins {
+            backbone: backbone.init(device),
+            projector: Projector::new(backbone.feature_dim(), projector, device),
+        }
+    }
+
+    /// The loss of two batches of views (normalised, `[N, 3, H, W]` each).
+    pub fn loss(&self, y1: Tensor<B, 4>, y2: Tensor<B, 4>, lambda: f32) -> Tensor<B, 1> {
+        let z1 = self.projector.forward(self.backbone.forward(y1));
+        let z2 = self.projector.forward(self.backbone.forward(y2));
+        crate::loss::barlow_twins_loss(z1, z2, lambda)
+    }
+}
+
+/// u8 NCHW pixels -> f32 normalised with SPEC's mean and std, on the device.
+pub fn normalise_u8<B: Backend>(
+    pixels: &[u8],
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    use crate::augment::output::{MEAN, STD};
+    let data = burn::tensor::TensorData::new(pixels.to_vec(), shape);
+    let x =
+        Tensor::<B, 4, burn::tensor::Int>::from_data(data.convert::<i32>(), device).float() / 255.0;
+    let mean = Tensor::<B, 1>::from_floats(MEAN, device).reshape([1, 3, 1, 1]);
+    let std = Tensor::<B, 1>::from_floats(STD, device).reshape([1, 3, 1, 1]);
+    (x - mean) / std
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::LarsConfig;
+    use burn::backend::{Autodiff, Flex};
+    use burn::optim::{GradientsParams, Optimizer};
+
+    type AB = Autodiff<Flex>;
+
+    #[test]
+    fn projector_spec_parses() {
+        assert_eq!(
+            parse_projector("8192-8192-8192"),
+            Ok(vec![8192, 8192, 8192])
+        );
+        assert!(parse_projector("8192-x").is_err());
+        assert!(parse_projector("").is_err());
+    }
+
+    #[test]
+    fn normalisation_on_the_device_matches_the_loader_f32_output() {
+        let d = Default::default();
+        let px: Vec<u8> = (0..2 * 3 * 2 * 2).map(|i| (i * 21) as u8).collect();
+        let x: Vec<f32> = normalise_u8::<Flex>(&px, [2, 3, 2, 2], &d)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let mut want = vec![0f32; px.len()];
+        for n in 0..2 {
+            let s = &px[n * 12..(n + 1) * 12];
+            let planes: Vec<f32> = s.iter().map(|&v| v as f32).collect();
+            crate::augment::output::write_f32(&planes, &mut want[n * 12..(n + 1) * 12]);
+        }
+        for (a, b) in x.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn a_few_lars_steps_lower_the_loss_on_a_fixed_batch() {
+        let d = Default::default();
+        let cfg = ResNetConfig {
+            arch: Arch::Resnet18,
+            width: 8,
+            small_stem: true,
+        };
+        let mut model = BarlowTwins::<AB>::new(&cfg, &[32, 32], &d);
+        let mut optim = LarsConfig::new().init();
+        let px1: Vec<u8> = (0..8 * 3 * 16 * 16)
+            .map(|i| ((i * 7919) % 251) as u8)
+            .collect();
+        let px2: Vec<u8> = (0..8 * 3 * 16 * 16)
+            .map(|i| ((i * 104_729 + 3) % 241) as u8)
+            .collect();
+        let y1 = normalise_u8::<AB>(&px1, [8, 3, 16, 16], &d);
+        let y2 = normalise_u8::<AB>(&px2, [8, 3, 16, 16], &d);
+        let mut losses = Vec::new();
+        for _ in 0..6 {
+            let loss = model.loss(y1.clone(), y2.clone(), 0.0051);
+            losses.push(loss.clone().into_scalar());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(0.5, model, grads);
+        }
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        // The zero-initialised residual gammas are trainable: they moved.
+        let g: Vec<f32> = model.backbone.layer1[0]
+            .bn2
+            .gamma
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(g.iter().any(|&v| v != 0.0), "zero-init gamma never moved");
+        assert!(losses[5] < losses[0] * 0.9, "{losses:?}");
+    }
+}
