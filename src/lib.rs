@@ -21,3 +21,4 @@ pub mod rng;
 pub mod sampler;
 pub mod shard;
 pub mod shardify;
+pub mod train;

@@ -354,6 +354,11 @@ impl Batch<'_> {
         self.len() == 0
     }
 
+    /// The loader's cumulative data-wait time, including the wait for this batch.
+    pub fn data_wait(&self) -> Duration {
+        self.loader.data_wait
+    }
+
     /// Side of the square views.
     pub fn image_size(&self) -> u32 {
         self.loader.shared.cfg.augment.size

@@ -11,10 +11,12 @@ use barlow::batch::PixelFormat;
 use barlow::datasets::photo_crops::{self, CropOptions};
 use barlow::datasets::sample::{self, SampleOptions};
 use barlow::loader::{Loader, LoaderConfig, Mode};
+use barlow::model::{Arch, parse_projector};
 use barlow::progress::Bar;
 use barlow::sampler::{Order, Position, SamplerConfig};
 use barlow::shard::Dataset;
 use barlow::shardify::{self, Input, Layout, Options};
+use barlow::train::{TrainConfig, train};
 use clap::{Parser, Subcommand};
 
 /// Barlow Twins self-supervised pretraining with a streaming data loader.
@@ -74,6 +76,56 @@ enum Command {
         /// Print one JSON object per mode (the last line is the last mode's).
         #[arg(long)]
         json: bool,
+    },
+    /// Pretrain with Barlow Twins on the CPU (Flex backend). Defaults are
+    /// SPEC's (ResNet-50, 224 px, batch 2048, 1000 epochs); for a quick CPU
+    /// run try `--arch resnet18 --width 16 --small-stem --image-size 64
+    /// --batch-size 64 --projector 512-512-512`. Writes RUN_DIR/log.jsonl.
+    /// (Checkpoints, --resume, CUDA and the kNN monitor are not built yet.)
+    Train {
+        /// Dataset folder (made by shardify).
+        #[arg(long)]
+        data: PathBuf,
+        /// Run folder for the log.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "resnet50")]
+        arch: Arch,
+        /// Base width of the ResNet (64 = torchvision's).
+        #[arg(long, default_value_t = 64)]
+        width: usize,
+        /// 3x3 stride-1 stem without max-pool, for small images.
+        #[arg(long)]
+        small_stem: bool,
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
+        #[arg(long, default_value_t = 2048)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1000)]
+        epochs: u64,
+        /// Stop after this many steps (the schedule still spans --epochs).
+        #[arg(long)]
+        max_steps: Option<u64>,
+        #[arg(long, default_value_t = 0.0051)]
+        lambda: f32,
+        /// Peak rate of the weights, times batch/256.
+        #[arg(long, default_value_t = 0.2)]
+        lr_weights: f64,
+        /// Peak rate of biases and BN parameters, times batch/256.
+        #[arg(long, default_value_t = 0.0048)]
+        lr_biases: f64,
+        #[arg(long, default_value_t = 1e-6)]
+        weight_decay: f64,
+        /// Projector widths, SPEC's notation.
+        #[arg(long, default_value = "8192-8192-8192")]
+        projector: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Loader threads [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 10)]
+        log_every: u64,
     },
     /// Draw a grid of source images and their two augmented views.
     Preview {
@@ -178,6 +230,51 @@ fn main() -> ExitCode {
                 ..LoaderConfig::default()
             };
             bench_loader(&data, &cfg, &mode, warmup, batches, json)
+        }
+        Command::Train {
+            data,
+            out,
+            arch,
+            width,
+            small_stem,
+            image_size,
+            batch_size,
+            epochs,
+            max_steps,
+            lambda,
+            lr_weights,
+            lr_biases,
+            weight_decay,
+            projector,
+            seed,
+            threads,
+            log_every,
+        } => {
+            let projector = match parse_projector(&projector) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("barlow: --projector: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let cfg = TrainConfig {
+                arch,
+                width,
+                small_stem,
+                image_size,
+                batch_size,
+                epochs,
+                max_steps,
+                lambda,
+                lr_weights,
+                lr_biases,
+                weight_decay,
+                projector,
+                seed,
+                threads: default_threads(threads),
+                log_every,
+            };
+            run_train(&data, &out, &cfg)
         }
         Command::Preview {
             data,
@@ -515,6 +612,31 @@ fn preview(
         grid.width,
         grid.height,
         n.min(ds.len() as usize)
+    );
+    Ok(())
+}
+
+fn run_train(data: &Path, out: &Path, cfg: &TrainConfig) -> Result<(), String> {
+    let ds = Arc::new(Dataset::open(data).map_err(|e| e.to_string())?);
+    let (_, s) = train(ds, cfg, out, &Bar::new()).map_err(|e| e.to_string())?;
+    let first = s.losses.first().map_or(f32::NAN, |l| l.1);
+    let last = s.losses.last().map_or(f32::NAN, |l| l.1);
+    println!(
+        "{} steps in {:.1}s: {:.1} images/s, data wait {:.1}% of the time; loss {first:.1} -> {last:.1}",
+        s.steps,
+        s.elapsed.as_secs_f64(),
+        s.images_per_sec,
+        100.0 * s.data_wait_share
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "steps": s.steps,
+            "train_images_per_sec": s.images_per_sec,
+            "data_wait_share": s.data_wait_share,
+            "first_loss": first,
+            "last_loss": last,
+        })
     );
     Ok(())
 }
