@@ -82,51 +82,7 @@ enum Command {
     /// run try `--arch resnet18 --width 16 --small-stem --image-size 64
     /// --batch-size 64 --projector 512-512-512`. Writes RUN_DIR/log.jsonl.
     /// (Checkpoints, --resume, CUDA and the kNN monitor are not built yet.)
-    Train {
-        /// Dataset folder (made by shardify).
-        #[arg(long)]
-        data: PathBuf,
-        /// Run folder for the log.
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, value_enum, default_value = "resnet50")]
-        arch: Arch,
-        /// Base width of the ResNet (64 = torchvision's).
-        #[arg(long, default_value_t = 64)]
-        width: usize,
-        /// 3x3 stride-1 stem without max-pool, for small images.
-        #[arg(long)]
-        small_stem: bool,
-        #[arg(long, default_value_t = 224)]
-        image_size: u32,
-        #[arg(long, default_value_t = 2048)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 1000)]
-        epochs: u64,
-        /// Stop after this many steps (the schedule still spans --epochs).
-        #[arg(long)]
-        max_steps: Option<u64>,
-        #[arg(long, default_value_t = 0.0051)]
-        lambda: f32,
-        /// Peak rate of the weights, times batch/256.
-        #[arg(long, default_value_t = 0.2)]
-        lr_weights: f64,
-        /// Peak rate of biases and BN parameters, times batch/256.
-        #[arg(long, default_value_t = 0.0048)]
-        lr_biases: f64,
-        #[arg(long, default_value_t = 1e-6)]
-        weight_decay: f64,
-        /// Projector widths, SPEC's notation.
-        #[arg(long, default_value = "8192-8192-8192")]
-        projector: String,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Loader threads [default: all cores].
-        #[arg(long)]
-        threads: Option<usize>,
-        #[arg(long, default_value_t = 10)]
-        log_every: u64,
-    },
+    Train(TrainArgs),
     /// Draw a grid of source images and their two augmented views.
     Preview {
         /// Dataset folder (made by shardify).
@@ -192,6 +148,54 @@ enum Command {
     },
 }
 
+/// `barlow train`'s flags (SPEC's defaults).
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// Dataset folder (made by shardify).
+    #[arg(long)]
+    data: PathBuf,
+    /// Run folder for the log.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "resnet50")]
+    arch: Arch,
+    /// Base width of the ResNet (64 = torchvision's).
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    /// 3x3 stride-1 stem without max-pool, for small images.
+    #[arg(long)]
+    small_stem: bool,
+    #[arg(long, default_value_t = 224)]
+    image_size: u32,
+    #[arg(long, default_value_t = 2048)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    epochs: u64,
+    /// Stop after this many steps (the schedule still spans --epochs).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    #[arg(long, default_value_t = 0.0051)]
+    lambda: f32,
+    /// Peak rate of the weights, times batch/256.
+    #[arg(long, default_value_t = 0.2)]
+    lr_weights: f64,
+    /// Peak rate of biases and BN parameters, times batch/256.
+    #[arg(long, default_value_t = 0.0048)]
+    lr_biases: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    weight_decay: f64,
+    /// Projector widths, SPEC's notation.
+    #[arg(long, default_value = "8192-8192-8192")]
+    projector: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Loader threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+}
+
 fn default_threads(t: Option<usize>) -> usize {
     t.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1)
@@ -231,51 +235,7 @@ fn main() -> ExitCode {
             };
             bench_loader(&data, &cfg, &mode, warmup, batches, json)
         }
-        Command::Train {
-            data,
-            out,
-            arch,
-            width,
-            small_stem,
-            image_size,
-            batch_size,
-            epochs,
-            max_steps,
-            lambda,
-            lr_weights,
-            lr_biases,
-            weight_decay,
-            projector,
-            seed,
-            threads,
-            log_every,
-        } => {
-            let projector = match parse_projector(&projector) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("barlow: --projector: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let cfg = TrainConfig {
-                arch,
-                width,
-                small_stem,
-                image_size,
-                batch_size,
-                epochs,
-                max_steps,
-                lambda,
-                lr_weights,
-                lr_biases,
-                weight_decay,
-                projector,
-                seed,
-                threads: default_threads(threads),
-                log_every,
-            };
-            run_train(&data, &out, &cfg)
-        }
+        Command::Train(args) => run_train(args),
         Command::Preview {
             data,
             out,
@@ -616,9 +576,26 @@ fn preview(
     Ok(())
 }
 
-fn run_train(data: &Path, out: &Path, cfg: &TrainConfig) -> Result<(), String> {
-    let ds = Arc::new(Dataset::open(data).map_err(|e| e.to_string())?);
-    let (_, s) = train(ds, cfg, out, &Bar::new()).map_err(|e| e.to_string())?;
+fn run_train(a: TrainArgs) -> Result<(), String> {
+    let cfg = TrainConfig {
+        arch: a.arch,
+        width: a.width,
+        small_stem: a.small_stem,
+        image_size: a.image_size,
+        batch_size: a.batch_size,
+        epochs: a.epochs,
+        max_steps: a.max_steps,
+        lambda: a.lambda,
+        lr_weights: a.lr_weights,
+        lr_biases: a.lr_biases,
+        weight_decay: a.weight_decay,
+        projector: parse_projector(&a.projector).map_err(|e| format!("--projector: {e}"))?,
+        seed: a.seed,
+        threads: default_threads(a.threads),
+        log_every: a.log_every,
+    };
+    let ds = Arc::new(Dataset::open(&a.data).map_err(|e| e.to_string())?);
+    let (_, s) = train(ds, &cfg, &a.out, &Bar::new()).map_err(|e| e.to_string())?;
     let first = s.losses.first().map_or(f32::NAN, |l| l.1);
     let last = s.losses.last().map_or(f32::NAN, |l| l.1);
     println!(
