@@ -2,9 +2,10 @@
 //! loader.
 //!
 //! The modules follow the data's path: [`shardify`] turns image files into
-//! [`shard`]s; the loader (to come) samples, decodes, augments and batches
-//! them for the trainer. [`datasets`] makes sample data so that every step
-//! runs without a download.
+//! [`shard`]s; then [`sampler`] -> [`decode`] -> [`augment`] -> [`batch`] ->
+//! [`loader`] (workers, ordered delivery, prefetch) feed [`train`], which
+//! runs [`model`] and [`loss`] and steps [`optim`]. [`datasets`] makes sample
+//! data so that every step runs without a download.
 
 pub mod augment;
 pub mod batch;

@@ -117,6 +117,8 @@ pub enum LoaderError {
     },
     #[error("a loader worker panicked on record {record}: {message}")]
     WorkerPanic { record: u64, message: String },
+    #[error("record {record}: augmentation failed: {message}")]
+    Augment { record: u64, message: String },
     #[error("the loader's workers stopped")]
     Stopped,
 }
@@ -600,12 +602,10 @@ fn sample(
                 img.width,
                 img.height,
             );
-            st.aug
-                .render(&img, &p)
-                .map_err(|e| LoaderError::WorkerPanic {
-                    record,
-                    message: e.to_string(),
-                })?;
+            st.aug.render(&img, &p).map_err(|e| LoaderError::Augment {
+                record,
+                message: e.to_string(),
+            })?;
             if cfg.mode == Mode::Full {
                 // SAFETY: as above: this sample's region of view v.
                 match cfg.format {
