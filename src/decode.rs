@@ -62,9 +62,7 @@ impl Decoder {
             pixels: out,
         })
     }
-}
 
-impl Decoder {
     /// The image of the last successful `decode` (empty if it failed).
     pub fn last(&self) -> Decoded<'_> {
         let (width, height) = self.last;

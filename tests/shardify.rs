@@ -353,12 +353,17 @@ fn rerun_over_a_complete_dataset_refuses_and_overwrite_rebuilds() {
     );
 
     image_folder(&src, 2, 5);
+    // Files that are not ours survive --overwrite, dot-files included.
+    write(&out.join(".notes.tmp"), b"mine");
+    write(&out.join("keep.txt"), b"mine");
     let o = Options {
         overwrite: true,
         ..opts(1)
     };
     let s = shardify::shardify(&folder(&src), &out, &o, &Silent).unwrap();
     assert_eq!(s.records, 10);
+    assert_eq!(fs::read(out.join(".notes.tmp")).unwrap(), b"mine");
+    assert_eq!(fs::read(out.join("keep.txt")).unwrap(), b"mine");
     assert_eq!(Dataset::open(&out).unwrap().len(), 10);
 }
 

@@ -42,11 +42,6 @@ impl ShardWriter {
         Ok(w)
     }
 
-    /// Temporary name of `dir`'s shard number `id` while it is being written.
-    pub fn is_temporary(file_name: &str) -> bool {
-        file_name.starts_with(".shard-") && file_name.ends_with(".bshard.tmp")
-    }
-
     /// Bytes of record data written so far (header and index excluded).
     pub fn data_bytes(&self) -> u64 {
         self.pos - HEADER_LEN as u64

@@ -51,9 +51,9 @@ pub fn check(
             s.spawn(|| {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(info) = manifest.shards.get(k) else {
+                    if k >= manifest.shards.len() {
                         break;
-                    };
+                    }
                     let mut local = CheckReport::default();
                     check_shard(dir, &manifest, k, decode, progress, &mut local);
                     if let Ok(mut r) = report.lock() {
@@ -64,7 +64,6 @@ pub fn check(
                     } else {
                         break;
                     }
-                    let _ = info;
                 }
             });
         }

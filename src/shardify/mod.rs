@@ -257,10 +257,14 @@ fn our_files(dir: &Path) -> Result<Vec<PathBuf>, ShardifyError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = (name.starts_with("shard-") && name.ends_with(".bshard"))
-            || ShardWriter::is_temporary(&name)
-            || [MANIFEST_FILE, REJECTS_FILE, JOURNAL_FILE].contains(&name.as_str())
-            || (name.starts_with('.') && name.ends_with(".tmp"));
+        // Our files, and their temporaries `.{name}.tmp` (see `ShardWriter`
+        // and `write_atomically`); anything else in the folder is left alone.
+        let base = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .unwrap_or(&name);
+        let ours = (base.starts_with("shard-") && base.ends_with(".bshard"))
+            || [MANIFEST_FILE, REJECTS_FILE, JOURNAL_FILE].contains(&base);
         if ours {
             out.push(entry.path());
         }
