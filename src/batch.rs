@@ -102,16 +102,18 @@ pub struct BatchBuffers {
 
 impl BatchBuffers {
     /// Buffers for `batch` samples of `3 x size x size` pixels in `format`
-    /// (the other format's buffers stay empty).
-    pub fn new(batch: usize, size: u32, format: PixelFormat) -> BatchBuffers {
+    /// and `views` (1 or 2) views; the other format's buffers and an unused
+    /// second view stay empty.
+    pub fn new(batch: usize, size: u32, format: PixelFormat, views: usize) -> BatchBuffers {
         let n = batch * 3 * (size as usize) * (size as usize);
         let (nu, nf) = match format {
             PixelFormat::U8 => (n, 0),
             PixelFormat::F32 => (0, n),
         };
+        let second = |len: usize| if views > 1 { len } else { 0 };
         BatchBuffers {
-            views_u8: [SharedBuf::new(nu), SharedBuf::new(nu)],
-            views_f32: [SharedBuf::new(nf), SharedBuf::new(nf)],
+            views_u8: [SharedBuf::new(nu), SharedBuf::new(second(nu))],
+            views_f32: [SharedBuf::new(nf), SharedBuf::new(second(nf))],
             labels: SharedBuf::new(batch),
             records: SharedBuf::new(batch),
         }
@@ -119,7 +121,9 @@ impl BatchBuffers {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        2 * self.views_u8[0].len() + 8 * self.views_f32[0].len() + 12 * self.labels.len()
+        let u8s = self.views_u8[0].len() + self.views_u8[1].len();
+        let f32s = self.views_f32[0].len() + self.views_f32[1].len();
+        u8s + 4 * f32s + 12 * self.labels.len()
     }
 }
 

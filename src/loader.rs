@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::augment::{AugmentConfig, Augmenter, StageTimes, sample_view};
+use crate::augment::{AugmentConfig, Augmenter, StageTimes, eval_view, sample_view};
 use crate::batch::{BatchBuffers, PixelFormat};
 use crate::decode::Decoder;
 use crate::rng::{below, stream};
@@ -62,6 +62,9 @@ pub enum Mode {
     /// Everything: batches of two views.
     #[default]
     Full,
+    /// Evaluation batches: one view per image, the deterministic eval
+    /// transform (Resize + CenterCrop, no augmentation) in view 0.
+    Eval,
 }
 
 /// Everything that shapes the stream.
@@ -202,12 +205,13 @@ impl Loader {
     ) -> Result<Loader, LoaderError> {
         let sampler = Sampler::new(dataset.len(), cfg.sampler.clone())?;
         let depth = cfg.prefetch + 1;
+        let views = if cfg.mode == Mode::Eval { 1 } else { 2 };
         let batch = cfg.sampler.batch_size;
         let slots = (0..depth as u64)
             .map(|k| Slot {
                 assigned: AtomicU64::new(k),
                 done: AtomicUsize::new(0),
-                bufs: BatchBuffers::new(batch, cfg.augment.size, cfg.format),
+                bufs: BatchBuffers::new(batch, cfg.augment.size, cfg.format, views),
                 len: AtomicUsize::new(0),
             })
             .collect();
@@ -377,7 +381,8 @@ impl Batch<'_> {
         3 * s * s
     }
 
-    /// View `v` (0 or 1) as u8 NCHW, when the format is `U8`.
+    /// View `v` (0 or 1) as u8 NCHW, when the format is `U8` (in `Eval`
+    /// mode view 1 is empty).
     pub fn view_u8(&self, v: usize) -> &[u8] {
         // SAFETY: every sample of this batch is done (completion counter
         // read with Acquire in `next_batch`'s event), and workers do not
@@ -592,21 +597,26 @@ fn sample(
         // The decoder's buffer still holds `used`'s pixels: re-borrow it.
         let img = st.decoder.last();
         let n = 3 * (cfg.augment.size as usize).pow(2);
-        for v in 0..2 {
-            let p = sample_view(
-                &cfg.augment,
-                cfg.sampler.seed,
-                epoch,
-                record,
-                v,
-                img.width,
-                img.height,
-            );
+        let views = if cfg.mode == Mode::Eval { 1 } else { 2 };
+        for v in 0..views {
+            let p = if cfg.mode == Mode::Eval {
+                eval_view(&cfg.augment, img.width, img.height)
+            } else {
+                sample_view(
+                    &cfg.augment,
+                    cfg.sampler.seed,
+                    epoch,
+                    record,
+                    v,
+                    img.width,
+                    img.height,
+                )
+            };
             st.aug.render(&img, &p).map_err(|e| LoaderError::Augment {
                 record,
                 message: e.to_string(),
             })?;
-            if cfg.mode == Mode::Full {
+            if matches!(cfg.mode, Mode::Full | Mode::Eval) {
                 // SAFETY: as above: this sample's region of view v.
                 match cfg.format {
                     PixelFormat::U8 => st

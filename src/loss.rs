@@ -7,12 +7,13 @@
 //! ```
 //!
 //! Each view is standardised on its own (standardising the concatenated
-//! views is a known bug of a public port). The D x D matrix and the loss are
-//! computed in whatever float type the inputs have; callers running the
-//! network in half precision cast the projector outputs to f32 first.
+//! views is a known bug of a public port). The inputs are cast to f32 first,
+//! so the standardisation, the D x D matrix and the loss are f32 even when
+//! the network runs in bf16 or f16 (the cast is a no-op on f32 backends and
+//! differentiable, so gradients flow back in the network's precision).
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
 /// SPEC's batch-norm epsilon.
 pub const BN_EPS: f64 = 1e-5;
@@ -40,10 +41,12 @@ pub fn barlow_twins_loss<B: Backend>(
     z2: Tensor<B, 2>,
     lambda: f32,
 ) -> Tensor<B, 1> {
-    let d = z1.dims()[1];
-    let c = cross_correlation(z1, z2);
-    let eye = Tensor::<B, 2>::eye(d, &c.device());
-    let diag = (c.clone() * eye).sum_dim(1); // [D, 1]: c_ii
+    let (z1, z2) = (z1.cast(FloatDType::F32), z2.cast(FloatDType::F32));
+    let n = z1.dims()[0] as f64;
+    let (s1, s2) = (standardise(z1), standardise(z2));
+    // c_ii directly from the standardised views (no D x D identity mask).
+    let diag = (s1.clone() * s2.clone()).sum_dim(0) / n; // [1, D]
+    let c = s1.transpose().matmul(s2) / n;
     let on_diag = (diag.clone() - 1.0).powi_scalar(2).sum();
     let off_diag = c.powi_scalar(2).sum() - diag.powi_scalar(2).sum();
     on_diag + off_diag * lambda as f64

@@ -9,6 +9,8 @@ pub trait Progress: Sync {
     fn begin(&self, _phase: &str, _total: u64, _done: u64) {}
     /// `n` more units are done.
     fn advance(&self, _n: u64) {}
+    /// A short status shown beside the bar (loss, rates).
+    fn message(&self, _msg: &str) {}
     /// The phase is over.
     fn finish(&self) {}
 }
@@ -46,7 +48,7 @@ impl Progress for Bar {
         self.bar.set_position(done);
         self.bar.reset_eta();
         if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
+            "{prefix:>12} [{bar:30}] {pos}/{len}  {per_sec}  ETA {eta}  {msg}",
         ) {
             self.bar.set_style(style.progress_chars("=> "));
         }
@@ -55,6 +57,10 @@ impl Progress for Bar {
 
     fn advance(&self, n: u64) {
         self.bar.inc(n);
+    }
+
+    fn message(&self, msg: &str) {
+        self.bar.set_message(msg.to_string());
     }
 
     fn finish(&self) {

@@ -39,6 +39,8 @@ pub enum Order {
     /// Shuffled blocks of consecutive records, then shuffled within windows
     /// of blocks: locality for datasets larger than RAM.
     Blocked,
+    /// Records in dataset order, every epoch alike (evaluation passes).
+    Sequential,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +190,7 @@ impl Sampler {
                 rng::shuffle(&mut rng, &mut v);
                 v
             }
+            Order::Sequential => (0..n).collect(),
             Order::Blocked => {
                 let block = self.cfg.block.max(1) as u64;
                 let mut blocks: Vec<u64> = (0..n.div_ceil(block)).collect();

@@ -68,6 +68,20 @@ pub fn random_resized_crop(
     }
 }
 
+/// torchvision's evaluation crop, `Resize(round(size / fraction))` then
+/// `CenterCrop(size)`, expressed in source pixels: the centred square whose
+/// side is `fraction` of the shorter side (fraction 224/256 in SPEC's eval).
+pub fn centre_crop(width: u32, height: u32, fraction: f64) -> CropRect {
+    let short = width.min(height) as f64;
+    let side = ((short * fraction).round() as u32).clamp(1, width.min(height));
+    CropRect {
+        x: (width - side) / 2,
+        y: (height - side) / 2,
+        width: side,
+        height: side,
+    }
+}
+
 /// Resizes `rect` of the RGB image `src` (`width` x `height`) into `dst`
 /// (`size` x `size` x 3), bicubic (Catmull-Rom, as PIL's BICUBIC) with
 /// antialiasing when shrinking.
@@ -154,6 +168,15 @@ mod tests {
         let r = random_resized_crop(&mut rng, 1000, 10, (0.9, 1.0), (3.0 / 4.0, 4.0 / 3.0));
         assert_eq!((r.width, r.height), (13, 10));
         assert_eq!(r.x, (1000 - 13) / 2);
+    }
+
+    #[test]
+    fn centre_crop_is_the_centred_square_of_the_short_side_fraction() {
+        let r = centre_crop(500, 375, 224.0 / 256.0);
+        assert_eq!((r.width, r.height), (328, 328));
+        assert_eq!((r.x, r.y), ((500 - 328) / 2, (375 - 328) / 2));
+        let r = centre_crop(10, 40, 1.0);
+        assert_eq!((r.x, r.y, r.width, r.height), (0, 15, 10, 10));
     }
 
     #[test]

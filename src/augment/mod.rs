@@ -82,6 +82,14 @@ pub struct AugmentConfig {
     /// RandomResizedCrop aspect ratio range.
     pub ratio: (f64, f64),
     pub views: [ViewConfig; 2],
+    /// Evaluation transform: the centre crop's side as a fraction of the
+    /// shorter side (torchvision's Resize(256) + CenterCrop(224): 0.875).
+    #[serde(default = "default_eval_crop")]
+    pub eval_crop: f64,
+}
+
+fn default_eval_crop() -> f64 {
+    224.0 / 256.0
 }
 
 impl Default for AugmentConfig {
@@ -91,6 +99,7 @@ impl Default for AugmentConfig {
             scale: (0.08, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
             views: [ViewConfig::spec_view1(), ViewConfig::spec_view2()],
+            eval_crop: default_eval_crop(),
         }
     }
 }
@@ -132,6 +141,19 @@ pub fn sample_view(
 ) -> ViewParams {
     let mut rng = stream(&[TAG_VIEW, seed, epoch, record, view as u64]);
     draw_view(&mut rng, cfg, &cfg.views[view.min(1)], width, height)
+}
+
+/// The evaluation transform of a `width` x `height` source (Resize +
+/// CenterCrop, nothing random): what kNN and linear probes see.
+pub fn eval_view(cfg: &AugmentConfig, width: u32, height: u32) -> ViewParams {
+    ViewParams {
+        crop: crop::centre_crop(width, height, cfg.eval_crop),
+        flip: false,
+        jitter: None,
+        grayscale: false,
+        blur_sigma: None,
+        solarize: false,
+    }
 }
 
 fn draw_view(

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum Arch {
     Resnet18,
     Resnet34,

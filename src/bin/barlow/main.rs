@@ -11,13 +11,27 @@ use barlow::batch::PixelFormat;
 use barlow::datasets::photo_crops::{self, CropOptions};
 use barlow::datasets::sample::{self, SampleOptions};
 use barlow::loader::{Loader, LoaderConfig, Mode};
-use barlow::model::{Arch, parse_projector};
 use barlow::progress::Bar;
 use barlow::sampler::{Order, Position, SamplerConfig};
 use barlow::shard::Dataset;
 use barlow::shardify::{self, Input, Layout, Options};
-use barlow::train::{TrainConfig, train};
 use clap::{Parser, Subcommand};
+
+mod demo;
+mod train_cmd;
+
+use train_cmd::{KnnArgs, TrainArgs};
+
+/// Epochs of the embedded demo.
+const DEMO_EPOCHS: u64 = 20;
+
+#[derive(Subcommand, Debug)]
+enum EvalCommand {
+    /// Weighted kNN accuracy (cosine, temperature 0.1) of the backbone's
+    /// L2-normalised features, with --train as the memory bank and the eval
+    /// transform (Resize + CenterCrop) on both sets.
+    Knn(KnnArgs),
+}
 
 /// Barlow Twins self-supervised pretraining with a streaming data loader.
 #[derive(Parser, Debug)]
@@ -31,15 +45,24 @@ struct Cli {
 enum Command {
     /// Run the embedded end-to-end job on generated sample data: generate the
     /// sample set (if absent), shardify its train and val splits, verify
-    /// them, and stream two epochs of two-view batches through the loader.
-    /// Prints a JSON summary as its last line.
+    /// them, measure the kNN accuracy of the untrained network, pretrain a
+    /// small ResNet-18 with Barlow Twins for a few minutes (on the GPU where
+    /// CUDA is usable, else the CPU), and measure kNN again. Prints a JSON
+    /// summary as its last line (knn_before, knn_after, train_images_per_sec,
+    /// data_wait_share, ...).
     Demo {
-        /// Working folder for the sample images and shards.
+        /// Working folder for the sample images, shards and the run.
         #[arg(long, default_value = "barlow-demo")]
         work: PathBuf,
         /// Worker threads [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
+        /// Training epochs over the 1,280 sample images.
+        #[arg(long, default_value_t = DEMO_EPOCHS)]
+        epochs: u64,
+        /// Train on the CPU even where a CUDA GPU is usable.
+        #[arg(long)]
+        cpu: bool,
     },
     /// Measure the loader's throughput on a shardified dataset: images/s
     /// (one image = one source image yielding two views) and where the time
@@ -77,12 +100,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Pretrain with Barlow Twins on the CPU (Flex backend). Defaults are
-    /// SPEC's (ResNet-50, 224 px, batch 2048, 1000 epochs); for a quick CPU
-    /// run try `--arch resnet18 --width 16 --small-stem --image-size 64
-    /// --batch-size 64 --projector 512-512-512`. Writes RUN_DIR/log.jsonl.
-    /// (Checkpoints, --resume, CUDA and the kNN monitor are not built yet.)
-    Train(TrainArgs),
+    /// Pretrain with Barlow Twins. Defaults are SPEC's (ResNet-50, 224 px,
+    /// batch 2048, 1000 epochs); for a quick CPU run try `--arch resnet18
+    /// --width 8 --small-stem --image-size 32 --batch-size 64 --projector
+    /// 256-256`. Checkpoints every epoch into OUT/checkpoints; `--resume`
+    /// continues exactly where the run stopped.
+    Train(Box<TrainArgs>),
+    /// Evaluate a checkpoint.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Draw a grid of source images and their two augmented views.
     Preview {
         /// Dataset folder (made by shardify).
@@ -148,55 +174,7 @@ enum Command {
     },
 }
 
-/// `barlow train`'s flags (SPEC's defaults).
-#[derive(clap::Args, Debug)]
-struct TrainArgs {
-    /// Dataset folder (made by shardify).
-    #[arg(long)]
-    data: PathBuf,
-    /// Run folder for the log.
-    #[arg(long)]
-    out: PathBuf,
-    #[arg(long, value_enum, default_value = "resnet50")]
-    arch: Arch,
-    /// Base width of the ResNet (64 = torchvision's).
-    #[arg(long, default_value_t = 64)]
-    width: usize,
-    /// 3x3 stride-1 stem without max-pool, for small images.
-    #[arg(long)]
-    small_stem: bool,
-    #[arg(long, default_value_t = 224)]
-    image_size: u32,
-    #[arg(long, default_value_t = 2048)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 1000)]
-    epochs: u64,
-    /// Stop after this many steps (the schedule still spans --epochs).
-    #[arg(long)]
-    max_steps: Option<u64>,
-    #[arg(long, default_value_t = 0.0051)]
-    lambda: f32,
-    /// Peak rate of the weights, times batch/256.
-    #[arg(long, default_value_t = 0.2)]
-    lr_weights: f64,
-    /// Peak rate of biases and BN parameters, times batch/256.
-    #[arg(long, default_value_t = 0.0048)]
-    lr_biases: f64,
-    #[arg(long, default_value_t = 1e-6)]
-    weight_decay: f64,
-    /// Projector widths, SPEC's notation.
-    #[arg(long, default_value = "8192-8192-8192")]
-    projector: String,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Loader threads [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    #[arg(long, default_value_t = 10)]
-    log_every: u64,
-}
-
-fn default_threads(t: Option<usize>) -> usize {
+pub(crate) fn default_threads(t: Option<usize>) -> usize {
     t.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1)
 }
@@ -204,7 +182,12 @@ fn default_threads(t: Option<usize>) -> usize {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { work, threads } => demo(&work, default_threads(threads)),
+        Command::Demo {
+            work,
+            threads,
+            epochs,
+            cpu,
+        } => demo::demo(&work, default_threads(threads), epochs, cpu),
         Command::BenchLoader {
             data,
             threads,
@@ -235,7 +218,8 @@ fn main() -> ExitCode {
             };
             bench_loader(&data, &cfg, &mode, warmup, batches, json)
         }
-        Command::Train(args) => run_train(args),
+        Command::Train(args) => train_cmd::run_train(*args),
+        Command::Eval(EvalCommand::Knn(args)) => train_cmd::run_knn(args),
         Command::Preview {
             data,
             out,
@@ -313,7 +297,11 @@ fn main() -> ExitCode {
 }
 
 /// Shardifies `images` into `shards` unless a valid dataset is already there.
-fn ensure_shards(images: &Path, shards: &Path, threads: usize) -> Result<Dataset, String> {
+pub(crate) fn ensure_shards(
+    images: &Path,
+    shards: &Path,
+    threads: usize,
+) -> Result<Dataset, String> {
     if let Ok(ds) = Dataset::open(shards) {
         println!(
             "using existing dataset {} ({} records)",
@@ -344,73 +332,6 @@ fn ensure_shards(images: &Path, shards: &Path, threads: usize) -> Result<Dataset
     Dataset::open(shards).map_err(|e| e.to_string())
 }
 
-fn demo(work: &Path, threads: usize) -> Result<(), String> {
-    let started = std::time::Instant::now();
-    let sample_dir = work.join("sample");
-    let opts = SampleOptions::default();
-    if sample::is_complete(&sample_dir, &opts) {
-        println!("using existing sample images in {}", sample_dir.display());
-    } else {
-        let n = sample::make_sample(&sample_dir, &opts, threads, &Bar::new())
-            .map_err(|e| e.to_string())?;
-        println!("generated {n} sample images in {}", sample_dir.display());
-    }
-    let mut summary = serde_json::Map::new();
-    for split in ["train", "val"] {
-        let shards = work.join("shards").join(split);
-        let ds = ensure_shards(&sample_dir.join(split), &shards, threads)?;
-        let report =
-            shardify::check(&shards, true, threads, &Bar::new()).map_err(|e| e.to_string())?;
-        if !report.ok() {
-            return Err(format!(
-                "{} failed its check: {}",
-                shards.display(),
-                report.problems.join("; ")
-            ));
-        }
-        println!(
-            "checked {}: {} records in {} shards, every checksum and decode OK",
-            shards.display(),
-            report.records,
-            report.shards
-        );
-        summary.insert(format!("{split}_records"), ds.len().into());
-        summary.insert("classes".into(), ds.manifest().classes.len().into());
-    }
-    // Stream two-view batches from the train shards, as training will.
-    let ds = Arc::new(Dataset::open(work.join("shards").join("train")).map_err(|e| e.to_string())?);
-    let cfg = LoaderConfig {
-        sampler: SamplerConfig {
-            batch_size: 64,
-            ..SamplerConfig::default()
-        },
-        augment: AugmentConfig {
-            size: 96,
-            ..AugmentConfig::default()
-        },
-        threads,
-        ..LoaderConfig::default()
-    };
-    let mut loader = Loader::new(ds, cfg, Position::default()).map_err(|e| e.to_string())?;
-    let t = std::time::Instant::now();
-    let mut images = 0;
-    for _ in 0..2 * loader.sampler().batches_per_epoch() {
-        images += loader.next_batch().map_err(|e| e.to_string())?.len();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "loader: {images} images (two 96x96 views each) over 2 epochs in {secs:.2}s: {:.0} images/s",
-        images as f64 / secs
-    );
-    summary.insert(
-        "loader_images_per_sec".into(),
-        (images as f64 / secs).into(),
-    );
-    summary.insert("seconds".into(), started.elapsed().as_secs_f64().into());
-    println!("{}", serde_json::Value::Object(summary));
-    Ok(())
-}
-
 /// Resident anonymous memory of this process in bytes (Linux), if known.
 fn rss_anon() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -424,6 +345,7 @@ fn mode_name(m: Mode) -> &'static str {
         Mode::Decode => "decode",
         Mode::Augment => "augment",
         Mode::Full => "full",
+        Mode::Eval => "eval",
     }
 }
 
@@ -572,48 +494,6 @@ fn preview(
         grid.width,
         grid.height,
         n.min(ds.len() as usize)
-    );
-    Ok(())
-}
-
-fn run_train(a: TrainArgs) -> Result<(), String> {
-    let cfg = TrainConfig {
-        arch: a.arch,
-        width: a.width,
-        small_stem: a.small_stem,
-        image_size: a.image_size,
-        batch_size: a.batch_size,
-        epochs: a.epochs,
-        max_steps: a.max_steps,
-        lambda: a.lambda,
-        lr_weights: a.lr_weights,
-        lr_biases: a.lr_biases,
-        weight_decay: a.weight_decay,
-        projector: parse_projector(&a.projector).map_err(|e| format!("--projector: {e}"))?,
-        seed: a.seed,
-        threads: default_threads(a.threads),
-        log_every: a.log_every,
-    };
-    let ds = Arc::new(Dataset::open(&a.data).map_err(|e| e.to_string())?);
-    let (_, s) = train(ds, &cfg, &a.out, &Bar::new()).map_err(|e| e.to_string())?;
-    let first = s.losses.first().map_or(f32::NAN, |l| l.1);
-    let last = s.losses.last().map_or(f32::NAN, |l| l.1);
-    println!(
-        "{} steps in {:.1}s: {:.1} images/s, data wait {:.1}% of the time; loss {first:.1} -> {last:.1}",
-        s.steps,
-        s.elapsed.as_secs_f64(),
-        s.images_per_sec,
-        100.0 * s.data_wait_share
-    );
-    println!(
-        "{}",
-        serde_json::json!({
-            "steps": s.steps,
-            "train_images_per_sec": s.images_per_sec,
-            "data_wait_share": s.data_wait_share,
-            "first_loss": first,
-            "last_loss": last,
-        })
     );
     Ok(())
 }

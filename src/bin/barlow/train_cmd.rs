@@ -1,0 +1,359 @@
+//! `barlow train` and `barlow eval knn`: flags -> config -> library calls.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use barlow::backend::{BackendChoice, BackendKind, Precision};
+use barlow::eval::knn::{KnnConfig, KnnResult};
+use barlow::model::{Arch, parse_projector};
+use barlow::progress::Bar;
+use barlow::shard::Dataset;
+use barlow::train::{self, Monitor, RunOptions, TrainConfig, checkpoint};
+
+/// Where the network runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// cpu (Flex, everywhere) or cuda (NVIDIA GPU; needs the `cuda` feature).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Network precision on CUDA; the cross-correlation and loss stay f32.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+    /// CUDA device index.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+}
+
+impl BackendArgs {
+    pub fn choice(&self) -> Result<BackendChoice, String> {
+        let c = BackendChoice {
+            kind: self.backend,
+            precision: self.precision,
+            device: self.device,
+        };
+        c.check().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+}
+
+/// `barlow train`'s flags. Model and optimisation flags left out take the
+/// value of `--config` if given, else SPEC's defaults; with `--resume` they
+/// take the checkpoint's values (and may not change the run's trajectory).
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Dataset folder (made by shardify).
+    #[arg(long)]
+    data: PathBuf,
+    /// Run folder: log.jsonl, knn.jsonl, checkpoints/, backbone.bin, loss.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with any of the config keys (arch, width, small_stem,
+    /// image_size, batch_size, epochs, max_steps, lambda, lr_weights,
+    /// lr_biases, weight_decay, projector = [8192, 8192, 8192], seed,
+    /// threads, log_every).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue from the latest checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// [default: resnet50]
+    #[arg(long, value_enum)]
+    arch: Option<Arch>,
+    /// Base width of the ResNet (64 = torchvision's) [default: 64].
+    #[arg(long)]
+    width: Option<usize>,
+    /// 3x3 stride-1 stem without max-pool, for small images.
+    #[arg(long)]
+    small_stem: bool,
+    /// [default: 224]
+    #[arg(long)]
+    image_size: Option<u32>,
+    /// Smallest RandomResizedCrop area fraction [default: 0.08].
+    #[arg(long)]
+    crop_scale_min: Option<f64>,
+    /// [default: 2048]
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// [default: 1000]
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Stop after this many steps (the schedule still spans --epochs).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// [default: 0.0051]
+    #[arg(long)]
+    lambda: Option<f32>,
+    /// Peak rate of the weights, times batch/256 [default: 0.2].
+    #[arg(long)]
+    lr_weights: Option<f64>,
+    /// Peak rate of biases and BN parameters, times batch/256 [default: 0.0048].
+    #[arg(long)]
+    lr_biases: Option<f64>,
+    /// [default: 1e-6]
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Projector widths, SPEC's notation [default: 8192-8192-8192].
+    #[arg(long)]
+    projector: Option<String>,
+    /// [default: 0]
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Loader threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Log a line every N steps [default: 10].
+    #[arg(long)]
+    log_every: Option<u64>,
+    /// Also checkpoint every N steps (every epoch always checkpoints).
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Checkpoints kept, the newest.
+    #[arg(long, default_value_t = 2)]
+    keep_checkpoints: usize,
+    /// Validation dataset: run the kNN monitor (memory bank = --data).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Run the kNN monitor every N epochs.
+    #[arg(long, default_value_t = 1)]
+    knn_every: u64,
+    /// Neighbours of the kNN monitor.
+    #[arg(long, default_value_t = 20)]
+    knn_k: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+impl TrainArgs {
+    /// Defaults < config file (or the checkpoint's config) < flags.
+    fn config(&self) -> Result<TrainConfig, String> {
+        let mut c = if self.resume {
+            let dir = checkpoint::resolve(&self.out).map_err(|e| e.to_string())?;
+            checkpoint::load_state(&dir)
+                .map_err(|e| e.to_string())?
+                .config
+        } else if let Some(p) = &self.config {
+            TrainConfig::from_toml_file(p).map_err(|e| e.to_string())?
+        } else {
+            TrainConfig::default()
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(
+            arch,
+            width,
+            image_size,
+            batch_size,
+            epochs,
+            lambda,
+            lr_weights,
+            lr_biases,
+            weight_decay,
+            seed,
+            threads,
+            log_every
+        );
+        if let Some(m) = self.crop_scale_min {
+            if !(m > 0.0 && m <= 1.0) {
+                return Err(format!("--crop-scale-min {m} is not in (0, 1]"));
+            }
+            c.crop_scale.0 = m;
+        }
+        if self.small_stem {
+            c.small_stem = true;
+        }
+        if self.max_steps.is_some() {
+            c.max_steps = self.max_steps;
+        }
+        if let Some(p) = &self.projector {
+            c.projector = parse_projector(p).map_err(|e| format!("--projector: {e}"))?;
+        }
+        if c.threads == 0 {
+            c.threads = crate::default_threads(None);
+        }
+        Ok(c)
+    }
+}
+
+pub fn open(path: &Path) -> Result<Arc<Dataset>, String> {
+    Dataset::open(path).map(Arc::new).map_err(|e| e.to_string())
+}
+
+pub fn run_train(a: TrainArgs) -> Result<(), String> {
+    let cfg = a.config()?;
+    let choice = a.backend.choice()?;
+    let ds = open(&a.data)?;
+    let monitor = match &a.val {
+        Some(v) => Some(Monitor {
+            train: ds.clone(),
+            val: open(v)?,
+            every_epochs: a.knn_every,
+            at_start: false,
+            knn: KnnConfig {
+                k: a.knn_k,
+                ..KnnConfig::default()
+            },
+        }),
+        None => None,
+    };
+    let run = RunOptions {
+        resume: a.resume,
+        checkpoint_every: a.checkpoint_every,
+        keep_checkpoints: a.keep_checkpoints,
+        monitor,
+        ..RunOptions::new(&a.out)
+    };
+    println!(
+        "training {:?} width {} on {} ({} images) with {}, {} loader threads; run folder {}",
+        cfg.arch,
+        cfg.width,
+        a.data.display(),
+        ds.len(),
+        choice.describe(),
+        cfg.threads,
+        a.out.display()
+    );
+    let s = barlow::with_backend!(choice, |B, device| {
+        train::train::<B>(ds, &cfg, &run, &device, &Bar::new()).map(|(_, s)| s)
+    })
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let first = s.losses.first().map_or(f32::NAN, |l| l.1);
+    let last = s.losses.last().map_or(f32::NAN, |l| l.1);
+    println!(
+        "{} steps ({} this time) in {:.1}s: {:.1} images/s, data wait {:.1}% of the time; loss {first:.1} -> {last:.1}",
+        s.steps,
+        s.steps - s.start_step,
+        s.elapsed.as_secs_f64(),
+        s.images_per_sec,
+        100.0 * s.data_wait_share
+    );
+    for k in &s.knn {
+        println!(
+            "  kNN after epoch {}: top-1 {:.1}%, top-5 {:.1}%",
+            k.epoch, k.top1, k.top5
+        );
+    }
+    println!(
+        "checkpoint {}; backbone {}; loss curve {}",
+        s.checkpoint.display(),
+        s.backbone.display(),
+        a.out.join("loss.png").display()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "steps": s.steps,
+            "train_images_per_sec": s.images_per_sec,
+            "data_wait_share": s.data_wait_share,
+            "first_loss": first,
+            "last_loss": last,
+            "knn_top1": s.knn.last().map(|k| k.top1),
+            "checkpoint": s.checkpoint,
+        })
+    );
+    Ok(())
+}
+
+/// `barlow eval knn`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct KnnArgs {
+    /// A checkpoint folder, or a run folder (its latest checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Memory bank dataset (made by shardify, labelled).
+    #[arg(long)]
+    train: PathBuf,
+    /// Dataset classified.
+    #[arg(long)]
+    val: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    #[arg(long, default_value_t = 0.1)]
+    temperature: f32,
+    /// Eval crop side [default: the run's --image-size].
+    #[arg(long)]
+    image_size: Option<u32>,
+    /// Loader threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+/// kNN accuracy of a checkpoint's backbone.
+pub fn knn_checkpoint(
+    dir: &Path,
+    train_ds: Arc<Dataset>,
+    val_ds: Arc<Dataset>,
+    knn: KnnConfig,
+    image_size: Option<u32>,
+    threads: usize,
+    choice: BackendChoice,
+) -> Result<KnnResult, String> {
+    let state = checkpoint::load_state(dir).map_err(|e| e.to_string())?;
+    let cfg = state.config;
+    let monitor = Monitor {
+        train: train_ds,
+        val: val_ds,
+        every_epochs: 1,
+        at_start: false,
+        knn,
+    };
+    barlow::with_backend!(choice, |B, device| {
+        let model = barlow::model::BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, &device);
+        checkpoint::load_model(dir, model, &device)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                train::knn_accuracy(
+                    &m,
+                    &monitor,
+                    image_size.unwrap_or(cfg.image_size),
+                    threads,
+                    &device,
+                    &Bar::new(),
+                )
+                .map_err(|e| e.to_string())
+            })
+    })
+    .map_err(|e| e.to_string())?
+}
+
+pub fn run_knn(a: KnnArgs) -> Result<(), String> {
+    let choice = a.backend.choice()?;
+    let dir = checkpoint::resolve(&a.checkpoint).map_err(|e| e.to_string())?;
+    let knn = KnnConfig {
+        k: a.k,
+        temperature: a.temperature,
+        ..KnnConfig::default()
+    };
+    let r = knn_checkpoint(
+        &dir,
+        open(&a.train)?,
+        open(&a.val)?,
+        knn,
+        a.image_size,
+        crate::default_threads(a.threads),
+        choice,
+    )?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"checkpoint": dir, "top1": r.top1, "top5": r.top5, "k": r.k, "evaluated": r.evaluated})
+        );
+    } else {
+        println!(
+            "{}: kNN (k {}, T {}) on {} images: top-1 {:.2}%, top-5 {:.2}%",
+            dir.display(),
+            r.k,
+            a.temperature,
+            r.evaluated,
+            r.top1,
+            r.top5
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,652 @@
+//! The training loop: loader -> device normalisation -> backbone +
+//! projector -> Barlow Twins loss -> LARS, with the warm-up + cosine
+//! schedule stepped every iteration, on any burn autodiff backend (Flex on
+//! the CPU, CUDA on NVIDIA GPUs: see [`crate::backend`]).
+//!
+//! Guarantees:
+//! - SPEC's defaults (batch scaling of the rates, lambda, LARS, schedule).
+//! - **Exact resume.** A checkpoint ([`checkpoint`]) is written at the end
+//!   of every epoch, every `checkpoint_every` steps and at the end of the
+//!   run; it holds the model (BatchNorm statistics included), the optimiser
+//!   state and the loader position. `resume` continues from the latest one:
+//!   the following steps see the same batches and, on a deterministic
+//!   backend, produce the same losses as a run that never stopped. The log
+//!   is cut back to the checkpoint so it never holds a step twice.
+//! - Files in the run folder: `log.jsonl` (one [`StepLog`] every `log_every`
+//!   steps), `knn.jsonl` (one [`KnnLog`] per monitor pass), `checkpoints/`,
+//!   `backbone.bin` (the backbone alone, at the end) and `loss.png`.
+
+pub mod checkpoint;
+pub mod plot;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::augment::AugmentConfig;
+use crate::eval::knn::{KnnConfig, KnnError, knn};
+use crate::eval::{FeatureConfig, features};
+use crate::loader::{Loader, LoaderConfig, LoaderError};
+use crate::model::{Arch, BarlowTwins, ResNetConfig, normalise_u8};
+use crate::optim::{LarsConfig, WarmupCosine};
+use crate::progress::{Progress, Silent};
+use crate::sampler::{Position, SamplerConfig};
+use crate::shard::Dataset;
+pub use checkpoint::{CheckpointError, CheckpointState};
+
+/// Everything that shapes a run; defaults are SPEC's. Loadable from TOML
+/// (missing keys take these defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    /// Base width of the ResNet (64 = torchvision's).
+    pub width: usize,
+    /// 3x3 stride-1 stem without max-pool (small images).
+    pub small_stem: bool,
+    pub image_size: u32,
+    /// RandomResizedCrop area range (SPEC: 0.08 to 1).
+    pub crop_scale: (f64, f64),
+    pub batch_size: usize,
+    pub epochs: u64,
+    /// Stop after this many steps (the schedule still spans `epochs`).
+    pub max_steps: Option<u64>,
+    pub lambda: f32,
+    pub lr_weights: f64,
+    pub lr_biases: f64,
+    pub weight_decay: f64,
+    pub projector: Vec<usize>,
+    pub seed: u64,
+    pub threads: usize,
+    pub log_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: Arch::Resnet50,
+            width: 64,
+            small_stem: false,
+            image_size: 224,
+            crop_scale: (0.08, 1.0),
+            batch_size: 2048,
+            epochs: 1000,
+            max_steps: None,
+            lambda: 0.0051,
+            lr_weights: 0.2,
+            lr_biases: 0.0048,
+            weight_decay: 1e-6,
+            projector: vec![8192, 8192, 8192],
+            seed: 0,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            log_every: 10,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The config with the settings that do not change which batches and
+    /// weights a run produces (threads, logging, where it stops) cleared:
+    /// two runs with equal trajectories can continue each other.
+    pub fn trajectory(&self) -> TrainConfig {
+        TrainConfig {
+            threads: 0,
+            log_every: 0,
+            max_steps: None,
+            ..self.clone()
+        }
+    }
+
+    pub fn backbone(&self) -> ResNetConfig {
+        ResNetConfig {
+            arch: self.arch,
+            width: self.width,
+            small_stem: self.small_stem,
+        }
+    }
+
+    /// Reads a TOML config file.
+    pub fn from_toml_file(path: &Path) -> Result<TrainConfig, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| TrainError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Where a run writes and how it checkpoints and monitors itself.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// Continue from the latest checkpoint in `out`.
+    pub resume: bool,
+    /// Also checkpoint every this many steps (epochs always checkpoint).
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints kept (the newest).
+    pub keep_checkpoints: usize,
+    pub monitor: Option<Monitor>,
+}
+
+impl RunOptions {
+    pub fn new(out: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            out: out.into(),
+            resume: false,
+            checkpoint_every: None,
+            keep_checkpoints: 2,
+            monitor: None,
+        }
+    }
+}
+
+/// The kNN monitor: every `every_epochs` epochs, kNN accuracy on `val`
+/// with `train` as the memory bank; with `at_start`, also of the untrained
+/// network before a fresh run's first step (logged as epoch 0, step 0).
+#[derive(Clone)]
+pub struct Monitor {
+    pub train: Arc<Dataset>,
+    pub val: Arc<Dataset>,
+    pub every_epochs: u64,
+    pub at_start: bool,
+    pub knn: KnnConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Knn(#[from] KnnError),
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error(
+        "{checkpoint}: this checkpoint was trained with a different config ({differs}); resume with the same settings"
+    )]
+    ResumeMismatch {
+        checkpoint: PathBuf,
+        differs: String,
+    },
+    #[error("the loss became {0} at step {1}")]
+    NonFinite(f32, u64),
+}
+
+/// One logged step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepLog {
+    pub epoch: u64,
+    pub step: u64,
+    pub lr_weights: f64,
+    pub lr_biases: f64,
+    pub loss: f32,
+    pub images_per_sec: f64,
+    /// Share of the step time spent waiting for the loader, since the last log.
+    pub data_wait: f64,
+}
+
+/// One kNN monitor pass (after `epoch` epochs, i.e. `step` steps).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KnnLog {
+    pub epoch: u64,
+    pub step: u64,
+    pub top1: f64,
+    pub top5: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Steps done in total, and the step this invocation started from.
+    pub steps: u64,
+    pub start_step: u64,
+    /// `(step, loss)` of every step of the run (resumed parts included).
+    pub losses: Vec<(u64, f32)>,
+    /// Of this invocation.
+    pub images_per_sec: f64,
+    pub data_wait_share: f64,
+    pub elapsed: Duration,
+    pub knn: Vec<KnnLog>,
+    pub checkpoint: PathBuf,
+    pub backbone: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The kNN top-1/top-5 of `model`'s backbone (running BatchNorm statistics)
+/// on `monitor.val`, with `monitor.train` as the memory bank.
+pub fn knn_accuracy<B: AutodiffBackend>(
+    model: &BarlowTwins<B>,
+    monitor: &Monitor,
+    image_size: u32,
+    threads: usize,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<crate::eval::knn::KnnResult, TrainError> {
+    let backbone = model.valid().backbone;
+    let fc = FeatureConfig {
+        image_size,
+        batch_size: 256,
+        threads,
+    };
+    let train = features(&backbone, monitor.train.clone(), &fc, device, progress)?;
+    let val = features(&backbone, monitor.val.clone(), &fc, device, progress)?;
+    Ok(knn::<B::InnerBackend>(&train, &val, &monitor.knn, device)?)
+}
+
+/// Keeps the lines of a JSONL log whose `step` is below `step`.
+fn cut_log(path: &Path, step: u64) -> Result<(), TrainError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    #[derive(Deserialize)]
+    struct Step {
+        step: u64,
+    }
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|s| s.step < step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Ok(crate::shard::write_atomically(path, kept.as_bytes())?)
+}
+
+fn append(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))?;
+    let line = serde_json::to_string(value).unwrap_or_default();
+    writeln!(f, "{line}").map_err(io(path))
+}
+
+/// Trains on `dataset` per `cfg`, writing into `run.out`.
+pub fn train<B: AutodiffBackend>(
+    dataset: Arc<Dataset>,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
+    let out = run.out.as_path();
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    B::seed(device, cfg.seed);
+    let mut model = BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, device);
+    let mut optim = LarsConfig::new()
+        .with_weight_decay(cfg.weight_decay)
+        .with_biases_over_weights(cfg.lr_biases / cfg.lr_weights)
+        .init::<B, BarlowTwins<B>>();
+    let log_path = out.join("log.jsonl");
+    let knn_path = out.join("knn.jsonl");
+    let (start_step, start, mut losses) = if run.resume {
+        let dir = checkpoint::resolve(out)?;
+        let state = checkpoint::load_state(&dir)?;
+        if state.config.trajectory() != cfg.trajectory() {
+            return Err(TrainError::ResumeMismatch {
+                checkpoint: dir,
+                differs: differences(&state.config, cfg),
+            });
+        }
+        model = checkpoint::load_model(&dir, model, device)?;
+        optim = checkpoint::load_optim(&dir, optim, device)?;
+        cut_log(&log_path, state.step)?;
+        cut_log(&knn_path, state.step + 1)?;
+        (state.step, state.position, state.losses)
+    } else {
+        for p in [&log_path, &knn_path] {
+            std::fs::write(p, b"").map_err(io(p))?;
+        }
+        (0, Position::default(), Vec::new())
+    };
+    let loader_cfg = LoaderConfig {
+        sampler: SamplerConfig {
+            seed: cfg.seed,
+            batch_size: cfg.batch_size,
+            ..SamplerConfig::default()
+        },
+        augment: AugmentConfig {
+            size: cfg.image_size,
+            scale: cfg.crop_scale,
+            ..AugmentConfig::default()
+        },
+        threads: cfg.threads,
+        ..LoaderConfig::default()
+    };
+    let mut loader = Loader::new(dataset, loader_cfg, start)?;
+    let per_epoch = loader.sampler().batches_per_epoch();
+    let schedule = WarmupCosine::spec(
+        cfg.batch_size,
+        cfg.epochs,
+        per_epoch,
+        cfg.lr_weights,
+        cfg.lr_biases,
+    );
+    let total = cfg
+        .max_steps
+        .unwrap_or(schedule.total_steps)
+        .min(schedule.total_steps)
+        .max(start_step);
+    let started = Instant::now();
+    let (mut window_start, mut window_wait, mut window_images) =
+        (Instant::now(), Duration::ZERO, 0usize);
+    let (mut total_wait, mut images) = (Duration::ZERO, 0usize);
+    let mut knn_logs = Vec::new();
+    let mut monitor = |model: &BarlowTwins<B>, epoch: u64, step: u64| -> Result<(), TrainError> {
+        if let Some(m) = &run.monitor {
+            let r = knn_accuracy(model, m, cfg.image_size, cfg.threads, device, &Silent)?;
+            let entry = KnnLog {
+                epoch,
+                step,
+                top1: r.top1,
+                top5: r.top5,
+            };
+            append(&knn_path, &entry)?;
+            knn_logs.push(entry);
+        }
+        Ok(())
+    };
+    if start_step == 0 && run.monitor.as_ref().is_some_and(|m| m.at_start) {
+        monitor(&model, 0, 0)?;
+    }
+    let mut last_checkpoint = None;
+    progress.begin("train", total, start_step);
+    for step in start_step..total {
+        let wait0 = loader.stats().data_wait;
+        let batch = loader.next_batch()?;
+        let waited = batch.data_wait() - wait0;
+        let pos = batch.position();
+        let shape = batch.shape();
+        let y1 = normalise_u8::<B>(batch.view_u8(0), shape, device);
+        let y2 = normalise_u8::<B>(batch.view_u8(1), shape, device);
+        drop(batch);
+        let loss = model.loss(y1, y2, cfg.lambda);
+        let value = loss.clone().into_scalar().elem::<f32>();
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite(value, step));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (lr_w, lr_b) = schedule.rates(step);
+        model = optim.step(lr_w, model, grads);
+        window_wait += waited;
+        total_wait += waited;
+        window_images += shape[0];
+        images += shape[0];
+        losses.push((step, value));
+        progress.advance(1);
+        if (step + 1) % cfg.log_every.max(1) == 0 || step + 1 == total {
+            let secs = window_start.elapsed().as_secs_f64().max(1e-9);
+            let entry = StepLog {
+                epoch: pos.epoch,
+                step,
+                lr_weights: lr_w,
+                lr_biases: lr_b,
+                loss: value,
+                images_per_sec: window_images as f64 / secs,
+                data_wait: window_wait.as_secs_f64() / secs,
+            };
+            progress.message(&format!(
+                "loss {value:.2}  {:.1} img/s  data wait {:.1}%",
+                entry.images_per_sec,
+                100.0 * entry.data_wait
+            ));
+            append(&log_path, &entry)?;
+            (window_start, window_wait, window_images) = (Instant::now(), Duration::ZERO, 0);
+        }
+        let next = loader.sampler().advance(pos, 1);
+        let epoch_done = next.batch == 0;
+        if epoch_done
+            && run
+                .monitor
+                .as_ref()
+                .is_some_and(|m| (pos.epoch + 1) % m.every_epochs.max(1) == 0)
+        {
+            monitor(&model, pos.epoch + 1, step + 1)?;
+        }
+        let every = run
+            .checkpoint_every
+            .is_some_and(|n| (step + 1) % n.max(1) == 0);
+        if epoch_done || every || step + 1 == total {
+            let state = CheckpointState {
+                step: step + 1,
+                position: next,
+                config: cfg.clone(),
+                losses: losses.clone(),
+            };
+            last_checkpoint = Some(checkpoint::save(out, &state, &model, &optim)?);
+            checkpoint::prune(out, run.keep_checkpoints)?;
+        }
+    }
+    progress.finish();
+    let elapsed = started.elapsed();
+    let checkpoint = match last_checkpoint {
+        Some(c) => c,
+        None => checkpoint::resolve(out)?,
+    };
+    let backbone = checkpoint::save_backbone(&out.join("backbone"), &model)?;
+    plot::loss_curve(&out.join("loss.png"), &losses, 800, 400).map_err(|message| {
+        TrainError::Config {
+            path: out.join("loss.png"),
+            message,
+        }
+    })?;
+    Ok((
+        model,
+        TrainSummary {
+            steps: total,
+            start_step,
+            losses,
+            images_per_sec: images as f64 / elapsed.as_secs_f64().max(1e-9),
+            data_wait_share: total_wait.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+            elapsed,
+            knn: knn_logs,
+            checkpoint,
+            backbone,
+        },
+    ))
+}
+
+/// The top-level keys on which two configs differ.
+fn differences(a: &TrainConfig, b: &TrainConfig) -> String {
+    let (a, b) = (
+        serde_json::to_value(a.trajectory()).unwrap_or_default(),
+        serde_json::to_value(b.trajectory()).unwrap_or_default(),
+    );
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return String::new();
+    };
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| {
+            format!(
+                "{k}: {v} there, {} here",
+                b.get(k).cloned().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::datasets::sample::{SampleOptions, make_sample};
+    use crate::shardify::{Input, Layout, Options, shardify};
+
+    /// A tiny labelled dataset: `classes` x `per_class` train images.
+    fn tiny(dir: &Path, per_class: usize) -> Arc<Dataset> {
+        let opts = SampleOptions {
+            classes: 2,
+            train_per_class: per_class,
+            val_per_class: 1,
+            min_side: 32,
+            max_side: 40,
+            ..SampleOptions::default()
+        };
+        make_sample(&dir.join("img"), &opts, 2, &Silent).unwrap();
+        let input = Input::Folder {
+            path: dir.join("img/train"),
+            layout: Layout::ImageFolder,
+        };
+        shardify(&input, &dir.join("shards"), &Options::default(), &Silent).unwrap();
+        Arc::new(Dataset::open(dir.join("shards")).unwrap())
+    }
+
+    fn small() -> TrainConfig {
+        TrainConfig {
+            arch: Arch::Resnet18,
+            width: 8,
+            small_stem: true,
+            image_size: 16,
+            batch_size: 8,
+            epochs: 2,
+            projector: vec![32, 32],
+            threads: 2,
+            log_every: 2,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_short_cpu_run_logs_checkpoints_and_saves_its_outputs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tiny(tmp.path(), 12);
+        let cfg = small();
+        let run = RunOptions::new(tmp.path().join("run"));
+        let (_, summary) = train::<Cpu>(ds, &cfg, &run, &Default::default(), &Silent).unwrap();
+        assert_eq!(summary.steps, 6); // 24 records / 8 = 3 steps an epoch
+        assert!(summary.losses.iter().all(|(_, l)| l.is_finite()));
+        assert!((0.0..=1.0).contains(&summary.data_wait_share));
+        let log = std::fs::read_to_string(run.out.join("log.jsonl")).unwrap();
+        let lines: Vec<StepLog> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2].step, 5);
+        assert_eq!(lines[2].epoch, 1);
+        // The logged rates are the schedule's for batch 8, 2 epochs of 3 steps
+        // (too short for warm-up), and lr_b / lr_w = 0.0048 / 0.2.
+        let schedule = WarmupCosine::spec(8, 2, 3, 0.2, 0.0048);
+        for l in &lines {
+            let (w, b) = schedule.rates(l.step);
+            assert!((l.lr_weights - w).abs() < 1e-12 && (l.lr_biases - b).abs() < 1e-12);
+            assert!((l.lr_biases / l.lr_weights - 0.024).abs() < 1e-9);
+        }
+        assert!(lines[0].lr_weights > lines[2].lr_weights, "cosine decay");
+        // A checkpoint per epoch (the newest two kept), the last one at the end.
+        assert_eq!(checkpoint::list(&run.out).unwrap(), vec![3, 6]);
+        let state = checkpoint::load_state(&summary.checkpoint).unwrap();
+        assert_eq!(state.step, 6);
+        assert_eq!(state.position, Position { epoch: 2, batch: 0 });
+        assert_eq!(state.losses, summary.losses);
+        assert!(summary.backbone.is_file());
+        assert!(image::open(run.out.join("loss.png")).is_ok());
+    }
+
+    #[test]
+    fn a_resumed_run_continues_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tiny(tmp.path(), 12);
+        let cfg = TrainConfig {
+            epochs: 3,
+            ..small()
+        };
+        let dev = Default::default();
+        let full = RunOptions::new(tmp.path().join("full"));
+        let (_, want) = train::<Cpu>(ds.clone(), &cfg, &full, &dev, &Silent).unwrap();
+        // Stop after 4 steps (checkpoints every 2: the last one is at step 4,
+        // mid-epoch), then resume with a different thread count.
+        let part = RunOptions {
+            checkpoint_every: Some(2),
+            ..RunOptions::new(tmp.path().join("part"))
+        };
+        let stopped = TrainConfig {
+            max_steps: Some(4),
+            ..cfg.clone()
+        };
+        train::<Cpu>(ds.clone(), &stopped, &part, &dev, &Silent).unwrap();
+        let resumed = RunOptions {
+            resume: true,
+            ..part.clone()
+        };
+        let cfg3 = TrainConfig {
+            threads: 3,
+            ..cfg.clone()
+        };
+        let (_, got) = train::<Cpu>(ds.clone(), &cfg3, &resumed, &dev, &Silent).unwrap();
+        assert_eq!(got.start_step, 4);
+        assert_eq!(got.steps, 9);
+        assert_eq!(got.losses.len(), 9);
+        for ((s, a), (t, b)) in got.losses.iter().zip(&want.losses) {
+            assert_eq!(s, t);
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "step {s}: {a} vs {b}");
+        }
+        // The log holds each step once, as the uninterrupted run's does.
+        let steps = |p: &Path| -> Vec<u64> {
+            std::fs::read_to_string(p.join("log.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<StepLog>(l).unwrap().step)
+                .collect()
+        };
+        assert_eq!(steps(&part.out), steps(&full.out));
+        // A different trajectory is refused, naming what differs.
+        let other = TrainConfig {
+            lambda: 0.01,
+            ..cfg.clone()
+        };
+        match train::<Cpu>(ds, &other, &resumed, &dev, &Silent) {
+            Err(TrainError::ResumeMismatch { differs, .. }) => {
+                assert!(differs.contains("lambda"), "{differs}")
+            }
+            other => panic!("expected a mismatch, got {:?}", other.map(|r| r.1.steps)),
+        }
+    }
+
+    #[test]
+    fn configs_load_from_toml_with_defaults_for_missing_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("run.toml");
+        std::fs::write(
+            &p,
+            "arch = \"resnet18\"\nwidth = 16\nprojector = [512, 512]\n",
+        )
+        .unwrap();
+        let cfg = TrainConfig::from_toml_file(&p).unwrap();
+        assert_eq!(cfg.arch, Arch::Resnet18);
+        assert_eq!(cfg.width, 16);
+        assert_eq!(cfg.projector, vec![512, 512]);
+        assert_eq!(cfg.batch_size, TrainConfig::default().batch_size);
+        std::fs::write(&p, "widht = 16\n").unwrap();
+        let e = TrainConfig::from_toml_file(&p).unwrap_err().to_string();
+        assert!(e.contains("widht") && e.contains("run.toml"), "{e}");
+    }
+}

@@ -1,0 +1,205 @@
+//! `barlow train` and `barlow eval knn` as a user runs them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use barlow::progress::Silent;
+use barlow::shardify::{self, Input, Layout, Options};
+use common::*;
+
+fn barlow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_barlow"))
+}
+
+fn dataset(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    image_folder(&src, 2, 24);
+    let out = dir.join("shards");
+    let input = Input::Folder {
+        path: src,
+        layout: Layout::ImageFolder,
+    };
+    shardify::shardify(&input, &out, &Options::default(), &Silent).unwrap();
+    out
+}
+
+const SMALL: &[&str] = &[
+    "--arch",
+    "resnet18",
+    "--width",
+    "8",
+    "--small-stem",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--projector",
+    "32-32",
+    "--epochs",
+    "40",
+    "--log-every",
+    "1",
+    "--threads",
+    "2",
+];
+
+fn train_cmd(data: &Path, out: &Path) -> Command {
+    let mut c = barlow();
+    c.arg("train").arg("--data").arg(data).arg("--out").arg(out);
+    c
+}
+
+/// (step, loss) of every line of a run's log.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn a_killed_run_resumes_with_the_same_batches_and_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let full = tmp.path().join("full");
+    ok(train_cmd(&data, &full).args(SMALL).output().unwrap());
+    let want = losses(&full);
+    assert_eq!(want.len(), 240); // 48 images / 8 = 6 steps x 40 epochs
+
+    // The same run, killed (SIGKILL) once it has written a mid-epoch checkpoint.
+    let part = tmp.path().join("part");
+    let mut child = train_cmd(&data, &part)
+        .args(SMALL)
+        .args(["--checkpoint-every", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = part.join("checkpoints/step-0000000016/state.json");
+    let t = Instant::now();
+    while !ckpt.exists() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = losses(&part).len();
+    assert!(
+        killed_at < 240,
+        "the run finished before it could be killed"
+    );
+    // Resume takes the config from the checkpoint: no model flags needed.
+    let out = ok(train_cmd(&data, &part)
+        .args(["--resume", "--threads", "1"])
+        .output()
+        .unwrap());
+    assert!(out.contains("240 steps"), "{out}");
+    let got = losses(&part);
+    assert_eq!(
+        got.iter().map(|l| l.0).collect::<Vec<_>>(),
+        (0..240).collect::<Vec<_>>(),
+        "each step logged once"
+    );
+    for ((s, a), (_, b)) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "step {s}: {a} vs {b}");
+    }
+    assert!(part.join("backbone.bin").is_file() && part.join("loss.png").is_file());
+
+    // Changing the trajectory on resume is refused with a sentence.
+    let out = train_cmd(&data, &part)
+        .args(["--resume", "--lambda", "0.5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("lambda"), "{err}");
+
+    // kNN of the trained checkpoint, given the run folder.
+    let out = ok(barlow()
+        .args(["eval", "knn", "--json", "--k", "5", "--checkpoint"])
+        .arg(&part)
+        .arg("--train")
+        .arg(&data)
+        .arg("--val")
+        .arg(&data)
+        .output()
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let top1 = v["top1"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&top1), "{v}");
+    assert_eq!(v["evaluated"].as_u64(), Some(48));
+    assert!(
+        v["checkpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("step-0000000240")
+    );
+}
+
+#[test]
+fn impossible_backends_fail_with_one_sentence_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("none");
+    for extra in [&["--backend", "cuda"][..], &["--precision", "bf16"][..]] {
+        if extra[1] == "cuda" && Path::new("/proc/driver/nvidia").exists() {
+            continue;
+        }
+        let out = train_cmd(&data, &tmp.path().join("run"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with("barlow: ") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn a_toml_config_sets_the_run_and_flags_override_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let cfg = tmp.path().join("small.toml");
+    std::fs::write(
+        &cfg,
+        "arch = \"resnet18\"\nwidth = 8\nsmall_stem = true\nimage_size = 16\n\
+         batch_size = 8\nprojector = [32, 32]\nepochs = 1\nlog_every = 1\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    ok(train_cmd(&data, &run)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--max-steps", "3"])
+        .output()
+        .unwrap());
+    assert_eq!(losses(&run).len(), 3);
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join("checkpoints/step-0000000003/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["config"]["width"], 8);
+    assert_eq!(state["config"]["projector"], serde_json::json!([32, 32]));
+    assert_eq!(
+        state["position"],
+        serde_json::json!({"epoch": 0, "batch": 3})
+    );
+}
