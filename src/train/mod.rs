@@ -104,6 +104,25 @@ impl TrainConfig {
         }
     }
 
+    /// The loader that feeds this run: SPEC's augmentations at the run's
+    /// size, crop scale, seed and batch.
+    pub fn loader_config(&self) -> LoaderConfig {
+        LoaderConfig {
+            sampler: SamplerConfig {
+                seed: self.seed,
+                batch_size: self.batch_size,
+                ..SamplerConfig::default()
+            },
+            augment: AugmentConfig {
+                size: self.image_size,
+                scale: self.crop_scale,
+                ..AugmentConfig::default()
+            },
+            threads: self.threads,
+            ..LoaderConfig::default()
+        }
+    }
+
     pub fn backbone(&self) -> ResNetConfig {
         ResNetConfig {
             arch: self.arch,
@@ -325,21 +344,7 @@ pub fn train<B: AutodiffBackend>(
         }
         (0, Position::default(), Vec::new())
     };
-    let loader_cfg = LoaderConfig {
-        sampler: SamplerConfig {
-            seed: cfg.seed,
-            batch_size: cfg.batch_size,
-            ..SamplerConfig::default()
-        },
-        augment: AugmentConfig {
-            size: cfg.image_size,
-            scale: cfg.crop_scale,
-            ..AugmentConfig::default()
-        },
-        threads: cfg.threads,
-        ..LoaderConfig::default()
-    };
-    let mut loader = Loader::new(dataset, loader_cfg, start)?;
+    let mut loader = Loader::new(dataset, cfg.loader_config(), start)?;
     let per_epoch = loader.sampler().batches_per_epoch();
     let schedule = WarmupCosine::spec(
         cfg.batch_size,

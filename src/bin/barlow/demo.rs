@@ -3,14 +3,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use barlow::augment::AugmentConfig;
 use barlow::backend::{BackendChoice, BackendKind};
 use barlow::datasets::sample::{self, SampleOptions};
 use barlow::eval::knn::KnnConfig;
-use barlow::loader::{Loader, LoaderConfig};
+use barlow::loader::Loader;
 use barlow::model::Arch;
 use barlow::progress::Bar;
-use barlow::sampler::{Position, SamplerConfig};
+use barlow::sampler::Position;
 use barlow::shardify;
 use barlow::train::{self, Monitor, RunOptions, TrainConfig};
 
@@ -21,20 +20,8 @@ fn loader_rate(
     ds: std::sync::Arc<barlow::shard::Dataset>,
     cfg: &TrainConfig,
 ) -> Result<f64, String> {
-    let lc = LoaderConfig {
-        sampler: SamplerConfig {
-            batch_size: cfg.batch_size,
-            seed: cfg.seed,
-            ..SamplerConfig::default()
-        },
-        augment: AugmentConfig {
-            size: cfg.image_size,
-            ..AugmentConfig::default()
-        },
-        threads: cfg.threads,
-        ..LoaderConfig::default()
-    };
-    let mut loader = Loader::new(ds, lc, Position::default()).map_err(|e| e.to_string())?;
+    let mut loader =
+        Loader::new(ds, cfg.loader_config(), Position::default()).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let mut images = 0;
     for _ in 0..2 * loader.sampler().batches_per_epoch() {
