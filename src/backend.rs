@@ -204,11 +204,13 @@ mod tests {
 
     #[test]
     fn the_macro_runs_the_body_on_the_chosen_backend() {
-        use burn::tensor::Tensor;
+        use burn::tensor::{ElementConversion, Tensor};
+        // `elem::<f32>()`: with the `cuda` feature the arms' float types differ.
         let r = crate::with_backend!(BackendChoice::cpu(), |B, device| {
             Tensor::<B, 1>::from_floats([1.0, 2.0], &device)
                 .sum()
                 .into_scalar()
+                .elem::<f32>()
         });
         assert_eq!(r, Ok(3.0));
         let r = crate::with_backend!(
@@ -216,7 +218,10 @@ mod tests {
                 precision: Precision::F16,
                 ..BackendChoice::cpu()
             },
-            |B, device| Tensor::<B, 1>::zeros([1], &device).sum().into_scalar()
+            |B, device| Tensor::<B, 1>::zeros([1], &device)
+                .sum()
+                .into_scalar()
+                .elem::<f32>()
         );
         assert!(r.is_err());
     }

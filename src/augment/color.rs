@@ -11,6 +11,8 @@
 
 use multiversion::multiversion;
 
+use super::JitterOp;
+
 /// ITU-R 601-2 luma weights, as PIL's `convert("L")`.
 pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
@@ -32,7 +34,18 @@ pub fn planes_mut(p: &mut [f32]) -> (&mut [f32], &mut [f32], &mut [f32]) {
 pub fn to_planes(src: &[u8], width: usize, height: usize, flip: bool, dst: &mut [f32]) {
     let n = width * height;
     let (r, g, b) = planes_mut(&mut dst[..3 * n]);
-    let src = &src[..3 * n];
+    deinterleave(&src[..3 * n], r, g, b);
+    if flip {
+        for plane in [r, g, b] {
+            for row in plane.chunks_exact_mut(width.max(1)) {
+                row.reverse();
+            }
+        }
+    }
+}
+
+/// Interleaved u8 RGB -> three f32 planes (as many pixels as `r` holds).
+fn deinterleave(src: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
     #[allow(unused_mut)]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
@@ -47,13 +60,6 @@ pub fn to_planes(src: &[u8], width: usize, height: usize, flip: bool, dst: &mut 
         &mut g[done..],
         &mut b[done..],
     );
-    if flip {
-        for plane in [r, g, b] {
-            for row in plane.chunks_exact_mut(width) {
-                row.reverse();
-            }
-        }
-    }
 }
 
 #[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
@@ -141,11 +147,16 @@ pub fn brightness(p: &mut [f32], factor: f32) {
 }
 
 /// Mean of the luma image.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn mean_luma(p: &[f32]) -> f32 {
     let n = p.len() / 3;
     let (r, rest) = p.split_at(n);
     let (g, b) = rest.split_at(n);
+    (luma_sum(r, g, b) / n.max(1) as f64) as f32
+}
+
+/// Sum of the luma of the pixels in `r`, `g`, `b`.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn luma_sum(r: &[f32], g: &[f32], b: &[f32]) -> f64 {
     // Sixteen partial sums in fixed-size arrays: vectorises, and keeps f32
     // rounding small.
     let mut acc = [0f32; 16];
@@ -161,7 +172,7 @@ pub fn mean_luma(p: &[f32]) -> f32 {
     for ((r, g), b) in r_tail.iter().zip(g_tail).zip(b_tail) {
         sum += (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b) as f64;
     }
-    (sum / n.max(1) as f64) as f32
+    sum
 }
 
 /// Contrast: blend with the mean of the luma image.
@@ -179,9 +190,13 @@ fn blend_const(p: &mut [f32], factor: f32, c: f32) {
 }
 
 /// Saturation: blend each pixel with its luma.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn saturation(p: &mut [f32], factor: f32) {
     let (r, g, b) = planes_mut(p);
+    saturation_rgb(r, g, b, factor);
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn saturation_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], factor: f32) {
     let k = 1.0 - factor;
     for i in 0..r.len() {
         let l = LUMA[0] * r[i] + LUMA[1] * g[i] + LUMA[2] * b[i];
@@ -192,9 +207,13 @@ pub fn saturation(p: &mut [f32], factor: f32) {
 }
 
 /// Grayscale: every channel becomes the luma.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn grayscale(p: &mut [f32]) {
     let (r, g, b) = planes_mut(p);
+    grayscale_rgb(r, g, b);
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn grayscale_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
     for i in 0..r.len() {
         let l = LUMA[0] * r[i] + LUMA[1] * g[i] + LUMA[2] * b[i];
         r[i] = l;
@@ -215,10 +234,15 @@ pub fn solarize(p: &mut [f32]) {
 /// `adjust_hue` as a float HSV rotation). Arithmetic and selects only, so
 /// it vectorises: RGB -> (h, s, v), then each channel back from
 /// `v - v s clamp(min(k, 4 - k), 0, 1)` with `k = (n + 6h) mod 6`,
-/// n = 5, 3, 1 for r, g, b.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+/// n = 5, 3, 1 for r, g, b. Values stay within [min, max] of each pixel's
+/// channels, so no clamp is needed.
 pub fn hue(p: &mut [f32], shift: f32) {
     let (r, g, b) = planes_mut(p);
+    hue_rgb(r, g, b, shift);
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
         let (rr, gg, bb) = (*r, *g, *b);
         let maxc = rr.max(gg).max(bb);
@@ -240,11 +264,91 @@ pub fn hue(p: &mut [f32], shift: f32) {
             let mut k = n + k0;
             k -= if k >= 6.0 { 6.0 } else { 0.0 };
             let w = k.min(4.0 - k).clamp(0.0, 1.0);
-            clamp255(maxc - cr * w)
+            maxc - cr * w
         };
         *r = channel(5.0);
         *g = channel(3.0);
         *b = channel(1.0);
+    }
+}
+
+/// The colour half of a view, fused: interleaved u8 (`width` x `height`,
+/// mirrored when `flip`) -> planar f32 in `dst`, then the `jitter` ops in
+/// order, then grayscale when `gray`. Each row is converted and put through
+/// every op while it sits in L1, instead of one pass over the whole image
+/// per op; contrast, whose mean needs the whole image after the ops before
+/// it, splits the work into two such passes. Same results as calling
+/// [`to_planes`] and the op functions one after another (the contrast mean
+/// is summed row by row, so it may differ in the last bits).
+pub fn convert_and_colour(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    flip: bool,
+    jitter: &[JitterOp],
+    gray: bool,
+    dst: &mut [f32],
+) {
+    let n = width * height;
+    let (r, g, b) = planes_mut(&mut dst[..3 * n]);
+    let split = jitter
+        .iter()
+        .position(|op| matches!(op, JitterOp::Contrast(_)));
+    let (first, second) = match split {
+        Some(i) => (&jitter[..i], Some((&jitter[i], &jitter[i + 1..]))),
+        None => (jitter, None),
+    };
+    let w = width.max(1);
+    let rows = r
+        .chunks_exact_mut(w)
+        .zip(g.chunks_exact_mut(w))
+        .zip(b.chunks_exact_mut(w))
+        .zip(src[..3 * n].chunks_exact(3 * w));
+    let mut luma = 0.0;
+    for (((r, g), b), src) in rows {
+        deinterleave(src, r, g, b);
+        if flip {
+            r.reverse();
+            g.reverse();
+            b.reverse();
+        }
+        apply_row(first, gray && second.is_none(), r, g, b);
+        if second.is_some() {
+            luma += luma_sum(r, g, b);
+        }
+    }
+    if let Some((&JitterOp::Contrast(factor), rest)) = second {
+        let mean = (luma / n.max(1) as f64) as f32;
+        let rows = r
+            .chunks_exact_mut(w)
+            .zip(g.chunks_exact_mut(w))
+            .zip(b.chunks_exact_mut(w));
+        for ((r, g), b) in rows {
+            for plane in [&mut *r, &mut *g, &mut *b] {
+                blend_const(plane, factor, mean);
+            }
+            apply_row(rest, gray, r, g, b);
+        }
+    }
+}
+
+/// Pointwise ops (no contrast) on one row's three planes.
+fn apply_row(ops: &[JitterOp], gray: bool, r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+    for op in ops {
+        match *op {
+            JitterOp::Brightness(f) => {
+                for plane in [&mut *r, &mut *g, &mut *b] {
+                    brightness(plane, f);
+                }
+            }
+            JitterOp::Saturation(f) => saturation_rgb(r, g, b, f),
+            JitterOp::Hue(h) => hue_rgb(r, g, b, h),
+            // Split off by the caller: contrast needs the whole image.
+            JitterOp::Contrast(_) => {}
+        }
+    }
+    if gray {
+        grayscale_rgb(r, g, b);
     }
 }
 
@@ -448,6 +552,50 @@ mod tests {
                 let mut got = planes_of(&base);
                 hue(&mut got, shift);
                 assert_close(&got, &planes_of(&want), 0.02, &format!("hue {shift}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_pass_matches_the_ops_one_by_one() {
+        use JitterOp::*;
+        let (w, h) = (37, 23);
+        let orders: [&[JitterOp]; 5] = [
+            &[Brightness(1.3), Contrast(0.7), Saturation(1.1), Hue(0.07)],
+            &[
+                Contrast(1.35),
+                Hue(-0.09),
+                Brightness(0.65),
+                Saturation(0.8),
+            ],
+            &[Hue(0.02), Saturation(1.2), Brightness(1.1), Contrast(0.62)],
+            &[Saturation(0.9), Brightness(1.38), Hue(-0.04), Contrast(1.2)],
+            &[],
+        ];
+        for (seed, ops) in orders.iter().enumerate() {
+            let src = image(w, h, seed as u32);
+            for (flip, gray) in [(false, false), (true, false), (true, true), (false, true)] {
+                let mut want = vec![0f32; 3 * w * h];
+                to_planes(&src, w, h, flip, &mut want);
+                for op in *ops {
+                    match *op {
+                        Brightness(f) => brightness(&mut want, f),
+                        Contrast(f) => contrast(&mut want, f),
+                        Saturation(f) => saturation(&mut want, f),
+                        Hue(x) => hue(&mut want, x),
+                    }
+                }
+                if gray {
+                    grayscale(&mut want);
+                }
+                let mut got = vec![0f32; 3 * w * h];
+                convert_and_colour(&src, w, h, flip, ops, gray, &mut got);
+                assert_close(
+                    &got,
+                    &want,
+                    1e-3,
+                    &format!("{ops:?} flip={flip} gray={gray}"),
+                );
             }
         }
     }

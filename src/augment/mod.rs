@@ -251,20 +251,16 @@ impl Augmenter {
         )
         .map_err(AugmentError)?;
         let t1 = Instant::now();
-        color::to_planes(&self.resized, s, s, p.flip, &mut self.planes);
-        if let Some(ops) = p.jitter {
-            for op in ops {
-                match op {
-                    JitterOp::Brightness(f) => color::brightness(&mut self.planes, f),
-                    JitterOp::Contrast(f) => color::contrast(&mut self.planes, f),
-                    JitterOp::Saturation(f) => color::saturation(&mut self.planes, f),
-                    JitterOp::Hue(h) => color::hue(&mut self.planes, h),
-                }
-            }
-        }
-        if p.grayscale {
-            color::grayscale(&mut self.planes);
-        }
+        let jitter: &[JitterOp] = p.jitter.as_ref().map_or(&[], |ops| ops);
+        color::convert_and_colour(
+            &self.resized,
+            s,
+            s,
+            p.flip,
+            jitter,
+            p.grayscale,
+            &mut self.planes,
+        );
         let t2 = Instant::now();
         if let Some(sigma) = p.blur_sigma {
             blur::blur(&mut self.planes, s, s, sigma, &mut self.blur);

@@ -1,11 +1,16 @@
-//! The sample dataset: procedurally drawn shapes, one class per shape, as real
-//! JPEG files in ImageFolder layout (`train/<class>/*.jpg`, `val/...`).
+//! The sample dataset: procedurally drawn patterns, one class per pattern,
+//! as real JPEG files in ImageFolder layout (`train/<class>/*.jpg`, `val/...`).
 //!
-//! Every image has a random size, a textured background of random colours,
-//! and one object of its class at a random position, scale and rotation,
-//! painted in random colours with a texture of its own. Colour says nothing
-//! about the class, so telling classes apart needs a colour-invariant,
-//! shape-aware representation: what Barlow Twins' augmentations teach.
+//! Every image has a random size and shows the pattern of its class (checks,
+//! diamonds, dots, grid, horizontal stripes, rings, vertical stripes, waves)
+//! at a random period, phase and slight tilt, in two colours drawn from a
+//! four-colour palette shared by every class, with pixel noise. Colour says
+//! nothing about the class, yet it dominates pixel distances, so the
+//! nearest neighbours of an image in pixel space or in an untrained
+//! network's features are mostly same-coloured images of other classes. The
+//! pattern survives cropping, flipping and colour jitter: what Barlow Twins'
+//! augmentations teach a network to keep, and what its features must carry
+//! to classify well.
 //!
 //! Guarantee: the files depend only on the options (seed included); two
 //! runs write identical bytes, whatever the thread count.
@@ -21,14 +26,22 @@ use crate::codec::{self, RgbImage};
 use crate::progress::Progress;
 
 /// The classes, in label order (sorted by name, as ImageFolder numbers them).
-pub const SHAPES: [&str; 8] = [
-    "circle", "cross", "heart", "hexagon", "ring", "square", "star", "triangle",
+pub const PATTERNS: [&str; 8] = [
+    "checks", "diamonds", "dots", "grid", "hstripes", "rings", "vstripes", "waves",
+];
+
+/// The colours every class draws its two colours from.
+pub const PALETTE: [[f32; 3]; 4] = [
+    [220.0, 40.0, 40.0],
+    [40.0, 180.0, 60.0],
+    [50.0, 60.0, 220.0],
+    [235.0, 220.0, 70.0],
 ];
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SampleOptions {
-    /// Number of classes, the first ones of [`SHAPES`] (1 to 8).
+    /// Number of classes, the first ones of [`PATTERNS`] (1 to 8).
     pub classes: usize,
     pub train_per_class: usize,
     pub val_per_class: usize,
@@ -42,7 +55,7 @@ pub struct SampleOptions {
 impl Default for SampleOptions {
     fn default() -> Self {
         SampleOptions {
-            classes: SHAPES.len(),
+            classes: PATTERNS.len(),
             train_per_class: 160,
             val_per_class: 40,
             min_side: 96,
@@ -91,10 +104,10 @@ pub fn make_sample(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<usize, SampleError> {
-    if opts.classes == 0 || opts.classes > SHAPES.len() {
+    if opts.classes == 0 || opts.classes > PATTERNS.len() {
         return Err(SampleError::Options(format!(
             "classes must be 1 to {}, got {}",
-            SHAPES.len(),
+            PATTERNS.len(),
             opts.classes
         )));
     }
@@ -110,7 +123,7 @@ pub fn make_sample(
             .into_iter()
             .enumerate()
     {
-        for (class, shape) in SHAPES.iter().enumerate().take(opts.classes) {
+        for (class, shape) in PATTERNS.iter().enumerate().take(opts.classes) {
             let dir = out.join(split).join(shape);
             fs::create_dir_all(&dir).map_err(|source| SampleError::Io {
                 path: dir.clone(),
@@ -179,127 +192,24 @@ fn range(rng: &mut Xoshiro256PlusPlus, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * unit(rng)
 }
 
-fn colour(rng: &mut Xoshiro256PlusPlus) -> [f32; 3] {
-    [
-        range(rng, 0.0, 255.0),
-        range(rng, 0.0, 255.0),
-        range(rng, 0.0, 255.0),
-    ]
-}
-
-/// A texture: a value in [0, 1] at each point, from one of three families.
-#[derive(Debug, Clone, Copy)]
-enum Texture {
-    Stripes {
-        dir: (f32, f32),
-        freq: f32,
-        phase: f32,
-    },
-    Checker {
-        dir: (f32, f32),
-        cell: f32,
-    },
-    Waves {
-        dirs: [(f32, f32); 3],
-        freq: f32,
-        phase: [f32; 3],
-    },
-}
-
-impl Texture {
-    fn random(rng: &mut Xoshiro256PlusPlus) -> Texture {
-        let angle = |rng: &mut Xoshiro256PlusPlus| {
-            let a = range(rng, 0.0, std::f32::consts::TAU);
-            (a.cos(), a.sin())
-        };
-        match rng.next_u64() % 3 {
-            0 => Texture::Stripes {
-                dir: angle(rng),
-                freq: range(rng, 0.08, 0.5),
-                phase: range(rng, 0.0, 6.3),
-            },
-            1 => Texture::Checker {
-                dir: angle(rng),
-                cell: range(rng, 4.0, 20.0),
-            },
-            _ => Texture::Waves {
-                dirs: [angle(rng), angle(rng), angle(rng)],
-                freq: range(rng, 0.03, 0.15),
-                phase: [
-                    range(rng, 0.0, 6.3),
-                    range(rng, 0.0, 6.3),
-                    range(rng, 0.0, 6.3),
-                ],
-            },
+/// Pattern `class` at point (u, v) of the pattern frame (one period per
+/// unit), with (a, b) the offset from the image centre in periods (rings):
+/// 1 for the first colour, 0 for the second.
+fn pattern(class: usize, u: f32, v: f32, a: f32, b: f32) -> bool {
+    let fr = |t: f32| t - t.floor();
+    let odd = |t: f32| (t.floor() as i64).rem_euclid(2) == 1;
+    match PATTERNS[class] {
+        "checks" => odd(u) != odd(v),
+        "diamonds" => odd((u + v) * 0.7) != odd((u - v) * 0.7),
+        "dots" => {
+            let (x, y) = (fr(u) - 0.5, fr(v) - 0.5);
+            x * x + y * y < 0.09
         }
-    }
-
-    fn at(&self, x: f32, y: f32) -> f32 {
-        match *self {
-            Texture::Stripes { dir, freq, phase } => {
-                0.5 + 0.5 * (freq * (x * dir.0 + y * dir.1) + phase).sin()
-            }
-            Texture::Checker { dir, cell } => {
-                let u = ((x * dir.0 + y * dir.1) / cell).floor() as i64;
-                let v = ((-x * dir.1 + y * dir.0) / cell).floor() as i64;
-                ((u + v).rem_euclid(2)) as f32
-            }
-            Texture::Waves { dirs, freq, phase } => {
-                let s: f32 = (0..3)
-                    .map(|k| (freq * (x * dirs[k].0 + y * dirs[k].1) + phase[k]).sin())
-                    .sum();
-                (0.5 + s / 6.0).clamp(0.0, 1.0)
-            }
-        }
-    }
-}
-
-fn polygon(n: usize, outer: f32, inner: f32) -> Vec<(f32, f32)> {
-    let steps = if inner > 0.0 { 2 * n } else { n };
-    (0..steps)
-        .map(|k| {
-            let a = -std::f32::consts::FRAC_PI_2 + k as f32 * std::f32::consts::TAU / steps as f32;
-            let r = if inner > 0.0 && k % 2 == 1 {
-                inner
-            } else {
-                outer
-            };
-            (r * a.cos(), r * a.sin())
-        })
-        .collect()
-}
-
-/// Even-odd rule point-in-polygon test.
-fn in_polygon(poly: &[(f32, f32)], u: f32, v: f32) -> bool {
-    let mut inside = false;
-    let mut j = poly.len() - 1;
-    for i in 0..poly.len() {
-        let (xi, yi) = poly[i];
-        let (xj, yj) = poly[j];
-        if (yi > v) != (yj > v) && u < (xj - xi) * (v - yi) / (yj - yi) + xi {
-            inside = !inside;
-        }
-        j = i;
-    }
-    inside
-}
-
-/// Whether point (u, v) of the unit object frame (y down) lies in the shape.
-fn inside(class: usize, u: f32, v: f32, polys: &[Vec<(f32, f32)>; 3]) -> bool {
-    let r2 = u * u + v * v;
-    match SHAPES[class] {
-        "circle" => r2 < 1.0,
-        "cross" => (u.abs() < 0.3 && v.abs() < 0.95) || (v.abs() < 0.3 && u.abs() < 0.95),
-        "heart" => {
-            let (x, y) = (u * 1.25, -v * 1.25 + 0.15);
-            let a = x * x + y * y - 1.0;
-            a * a * a - x * x * y * y * y < 0.0
-        }
-        "hexagon" => in_polygon(&polys[0], u, v),
-        "ring" => (0.36..1.0).contains(&r2),
-        "square" => u.abs() < 0.78 && v.abs() < 0.78,
-        "star" => in_polygon(&polys[1], u, v),
-        _ => in_polygon(&polys[2], u, v),
+        "grid" => fr(u) < 0.2 || fr(v) < 0.2,
+        "hstripes" => fr(v) < 0.5,
+        "rings" => fr((a * a + b * b).sqrt()) < 0.5,
+        "vstripes" => fr(u) < 0.5,
+        _ => fr(v + 0.35 * (u * 1.3).sin()) < 0.5,
     }
 }
 
@@ -310,45 +220,35 @@ pub fn draw(class: usize, seed: u64, opts: &SampleOptions) -> RgbImage {
         opts.min_side + (rng.next_u64() % (opts.max_side - opts.min_side + 1) as u64) as u32
     };
     let (w, h) = (side(&mut rng), side(&mut rng));
-    let (bg0, bg1) = (colour(&mut rng), colour(&mut rng));
-    let bg_tex = Texture::random(&mut rng);
-    let (fg0, fg1) = (colour(&mut rng), colour(&mut rng));
-    let fg_tex = Texture::random(&mut rng);
-    let fg_mix = range(&mut rng, 0.0, 0.35);
-    let short = w.min(h) as f32;
-    let radius = range(&mut rng, 0.22, 0.42) * short;
-    let cx = range(&mut rng, radius, w as f32 - radius);
-    let cy = range(&mut rng, radius, h as f32 - radius);
-    let theta = range(&mut rng, 0.0, std::f32::consts::TAU);
-    let (sin, cos) = theta.sin_cos();
-    let polys = [
-        polygon(6, 1.0, 0.0),
-        polygon(5, 1.0, 0.45),
-        polygon(3, 1.0, 0.0),
-    ];
+    let first = (rng.next_u64() % PALETTE.len() as u64) as usize;
+    let second =
+        (first + 1 + (rng.next_u64() % (PALETTE.len() as u64 - 1)) as usize) % PALETTE.len();
+    let (c1, c0) = (PALETTE[first], PALETTE[second]);
+    let period = range(&mut rng, 0.1, 0.2) * w.min(h) as f32;
+    let (ox, oy) = (range(&mut rng, 0.0, 100.0), range(&mut rng, 0.0, 100.0));
+    let (sin, cos) = range(&mut rng, -0.15, 0.15).sin_cos();
     let noise = range(&mut rng, 0.0, 12.0);
+    // Four samples per pixel: edges are anti-aliased as in a photo.
     const SUB: [(f32, f32); 4] = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)];
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
 
     let mut pixels = Vec::with_capacity((w * h * 3) as usize);
     for y in 0..h {
         for x in 0..w {
-            let (fx, fy) = (x as f32, y as f32);
             let mut cover = 0.0;
-            for (ox, oy) in SUB {
-                let (dx, dy) = (fx + ox - cx, fy + oy - cy);
-                let u = (dx * cos + dy * sin) / radius;
-                let v = (-dx * sin + dy * cos) / radius;
-                if inside(class, u, v, &polys) {
+            for (sx, sy) in SUB {
+                let (fx, fy) = (x as f32 + sx, y as f32 + sy);
+                let (px, py) = (fx + ox, fy + oy);
+                let u = (px * cos - py * sin) / period;
+                let v = (px * sin + py * cos) / period;
+                let (a, b) = ((fx - cx) / period, (fy - cy) / period);
+                if pattern(class, u, v, a, b) {
                     cover += 0.25;
                 }
             }
-            let tb = bg_tex.at(fx, fy);
-            let tf = fg_mix * fg_tex.at(fx, fy);
             for c in 0..3 {
-                let bg = bg0[c] + (bg1[c] - bg0[c]) * tb;
-                let fg = fg0[c] + (fg1[c] - fg0[c]) * tf;
                 let n = range(&mut rng, -noise, noise);
-                pixels.push((bg + (fg - bg) * cover + n).clamp(0.0, 255.0) as u8);
+                pixels.push((c0[c] + (c1[c] - c0[c]) * cover + n).clamp(0.0, 255.0) as u8);
             }
         }
     }
@@ -365,9 +265,9 @@ mod tests {
 
     #[test]
     fn shapes_are_sorted_like_image_folder_labels() {
-        let mut sorted = SHAPES;
+        let mut sorted = PATTERNS;
         sorted.sort();
-        assert_eq!(sorted, SHAPES);
+        assert_eq!(sorted, PATTERNS);
     }
 
     #[test]
@@ -378,37 +278,41 @@ mod tests {
     }
 
     #[test]
-    fn every_shape_covers_a_plausible_share_of_its_frame() {
-        let polys = [
-            polygon(6, 1.0, 0.0),
-            polygon(5, 1.0, 0.45),
-            polygon(3, 1.0, 0.0),
-        ];
-        let mut areas = Vec::new();
-        for (class, name) in SHAPES.iter().enumerate() {
-            let n = 200;
-            let mut hits = 0;
-            for i in 0..n {
-                for j in 0..n {
-                    let u = -1.0 + 2.0 * (i as f32 + 0.5) / n as f32;
-                    let v = -1.0 + 2.0 * (j as f32 + 0.5) / n as f32;
-                    hits += inside(class, u, v, &polys) as usize;
-                }
+    fn patterns_differ_and_colours_come_from_the_palette() {
+        let o = SampleOptions::default();
+        // The same seed draws the same size, colours, period and phase for
+        // every class: only the pattern differs.
+        let imgs: Vec<RgbImage> = (0..PATTERNS.len()).map(|c| draw(c, 11, &o)).collect();
+        for a in 0..imgs.len() {
+            for b in a + 1..imgs.len() {
+                let differing = imgs[a]
+                    .pixels
+                    .chunks(3)
+                    .zip(imgs[b].pixels.chunks(3))
+                    .filter(|(p, q)| {
+                        p.iter()
+                            .zip(*q)
+                            .map(|(x, y)| x.abs_diff(*y) as u32)
+                            .sum::<u32>()
+                            > 90
+                    })
+                    .count();
+                let share = differing as f32 / (imgs[a].pixels.len() / 3) as f32;
+                assert!(share > 0.1, "{} ~ {}: {share}", PATTERNS[a], PATTERNS[b]);
             }
-            let share = hits as f32 / (n * n) as f32;
-            assert!((0.1..0.9).contains(&share), "{name}: {share}");
-            areas.push(share);
         }
-        // No two shapes are the same set of points.
-        for a in 0..areas.len() {
-            for b in a + 1..areas.len() {
-                assert!(
-                    (areas[a] - areas[b]).abs() > 1e-3,
-                    "{} ~ {}",
-                    SHAPES[a],
-                    SHAPES[b]
-                );
-            }
+        // Most pixels lie near one of two palette colours.
+        for img in &imgs {
+            let near = img
+                .pixels
+                .chunks(3)
+                .filter(|p| {
+                    PALETTE
+                        .iter()
+                        .any(|c| (0..3).all(|k| (p[k] as f32 - c[k]).abs() < 16.0))
+                })
+                .count();
+            assert!(near * 10 > 6 * img.pixels.len() / 3, "{near}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The network: a ResNet backbone and the Barlow Twins projector.
 
+pub mod init;
 pub mod resnet;
 
 use burn::module::Module;
@@ -67,6 +68,17 @@ impl<B: Backend> BarlowTwins<B> {
             backbone: backbone.init(device),
             projector: Projector::new(backbone.feature_dim(), projector, device),
         }
+    }
+
+    /// [`BarlowTwins::new`] with its weights drawn from `seed` alone
+    /// (see [`init`]): the same seed gives the same start on any backend.
+    pub fn seeded(
+        backbone: &ResNetConfig,
+        projector: &[usize],
+        seed: u64,
+        device: &B::Device,
+    ) -> BarlowTwins<B> {
+        init::seeded(BarlowTwins::new(backbone, projector, device), seed)
     }
 
     /// The loss of two batches of views (normalised, `[N, 3, H, W]` each).
@@ -138,7 +150,7 @@ mod tests {
             width: 8,
             small_stem: true,
         };
-        let mut model = BarlowTwins::<AB>::new(&cfg, &[32, 32], &d);
+        let mut model = BarlowTwins::<AB>::seeded(&cfg, &[32, 32], 3, &d);
         let mut optim = LarsConfig::new().init();
         let px1: Vec<u8> = (0..8 * 3 * 16 * 16)
             .map(|i| ((i * 7919) % 251) as u8)

@@ -113,10 +113,19 @@ impl TrainConfig {
                 batch_size: self.batch_size,
                 ..SamplerConfig::default()
             },
-            augment: AugmentConfig {
-                size: self.image_size,
-                scale: self.crop_scale,
-                ..AugmentConfig::default()
+            augment: {
+                let mut a = AugmentConfig {
+                    size: self.image_size,
+                    scale: self.crop_scale,
+                    ..AugmentConfig::default()
+                };
+                // SPEC's blur sigma is in pixels of a 224 px view: keep the
+                // same blur relative to the view at other sizes.
+                let k = self.image_size as f64 / 224.0;
+                for v in &mut a.views {
+                    v.blur_sigma = (v.blur_sigma.0 * k, v.blur_sigma.1 * k);
+                }
+                a
             },
             threads: self.threads,
             ..LoaderConfig::default()
@@ -316,8 +325,7 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
     let out = run.out.as_path();
     std::fs::create_dir_all(out).map_err(io(out))?;
-    B::seed(device, cfg.seed);
-    let mut model = BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, device);
+    let mut model = BarlowTwins::<B>::seeded(&cfg.backbone(), &cfg.projector, cfg.seed, device);
     let mut optim = LarsConfig::new()
         .with_weight_decay(cfg.weight_decay)
         .with_biases_over_weights(cfg.lr_biases / cfg.lr_weights)
@@ -633,6 +641,25 @@ mod tests {
                 assert!(differs.contains("lambda"), "{differs}")
             }
             other => panic!("expected a mismatch, got {:?}", other.map(|r| r.1.steps)),
+        }
+    }
+
+    #[test]
+    fn blur_sigma_is_spec_at_224_and_scales_with_the_view() {
+        let at = |size: u32| {
+            let cfg = TrainConfig {
+                image_size: size,
+                ..TrainConfig::default()
+            };
+            cfg.loader_config().augment.views.map(|v| v.blur_sigma)
+        };
+        let spec = crate::augment::AugmentConfig::default()
+            .views
+            .map(|v| v.blur_sigma);
+        assert_eq!(at(224), spec);
+        for (scaled, s) in at(32).iter().zip(&spec) {
+            assert!((scaled.0 - s.0 * 32.0 / 224.0).abs() < 1e-12);
+            assert!((scaled.1 - s.1 * 32.0 / 224.0).abs() < 1e-12);
         }
     }
 

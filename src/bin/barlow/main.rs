@@ -127,8 +127,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         epoch: u64,
     },
-    /// Generate the procedural sample dataset (shapes; class = shape) as JPEG
-    /// files in ImageFolder layout: OUT/train/<class>/, OUT/val/<class>/.
+    /// Generate the procedural sample dataset (8 patterns in colours from a
+    /// shared palette; class = pattern) as JPEG files in ImageFolder layout:
+    /// OUT/train/<class>/, OUT/val/<class>/.
     MakeSample {
         /// Folder to write.
         #[arg(long)]
