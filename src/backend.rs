@@ -52,9 +52,7 @@ pub struct BackendChoice {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
-    #[error(
-        "this barlow was built without CUDA support (`--no-default-features`): rebuild it with the default features"
-    )]
+    #[error("this barlow was built without CUDA support: rebuild it with `--features cuda`")]
     NotCompiled,
     #[error("--precision {0:?} needs --backend cuda (the CPU backend computes in f32)")]
     PrecisionNeedsCuda(Precision),
