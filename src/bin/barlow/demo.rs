@@ -32,8 +32,9 @@ fn loader_rate(
 
 /// The demo's network and schedule: a narrow ResNet-18 (width 8, the
 /// ImageNet stem) at 32 px with a 256-256 projector, small enough to train
-/// 20 epochs of the sample set in about four minutes on two CPU cores. The
-/// augmentations and optimiser settings are SPEC's.
+/// 20 epochs of the sample set in about three minutes on two CPU cores. The
+/// augmentations (blur sigma scaled to the view) and optimiser settings are
+/// SPEC's.
 pub fn demo_config(threads: usize, epochs: u64) -> TrainConfig {
     TrainConfig {
         arch: Arch::Resnet18,
