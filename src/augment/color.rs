@@ -32,16 +32,7 @@ pub fn planes_mut(p: &mut [f32]) -> (&mut [f32], &mut [f32], &mut [f32]) {
 /// Interleaved u8 RGB (`width` x `height`) -> planar f32, mirrored
 /// left-right when `flip`.
 pub fn to_planes(src: &[u8], width: usize, height: usize, flip: bool, dst: &mut [f32]) {
-    let n = width * height;
-    let (r, g, b) = planes_mut(&mut dst[..3 * n]);
-    deinterleave(&src[..3 * n], r, g, b);
-    if flip {
-        for plane in [r, g, b] {
-            for row in plane.chunks_exact_mut(width.max(1)) {
-                row.reverse();
-            }
-        }
-    }
+    convert_and_colour(src, width, height, flip, &[], false, dst);
 }
 
 /// Interleaved u8 RGB -> three f32 planes (as many pixels as `r` holds).
