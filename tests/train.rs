@@ -39,7 +39,7 @@ const SMALL: &[&str] = &[
     "--projector",
     "32-32",
     "--epochs",
-    "40",
+    "20",
     "--log-every",
     "1",
     "--threads",
@@ -81,7 +81,7 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
     let full = tmp.path().join("full");
     ok(train_cmd(&data, &full).args(SMALL).output().unwrap());
     let want = losses(&full);
-    assert_eq!(want.len(), 240); // 48 images / 8 = 6 steps x 40 epochs
+    assert_eq!(want.len(), 120); // 48 images / 8 = 6 steps x 20 epochs
 
     // The same run, killed (SIGKILL) once it has written a mid-epoch checkpoint.
     let part = tmp.path().join("part");
@@ -101,7 +101,7 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
     child.wait().unwrap();
     let killed_at = losses(&part).len();
     assert!(
-        killed_at < 240,
+        killed_at < 120,
         "the run finished before it could be killed"
     );
     // Resume takes the config from the checkpoint: no model flags needed.
@@ -109,11 +109,11 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
         .args(["--resume", "--threads", "1"])
         .output()
         .unwrap());
-    assert!(out.contains("240 steps"), "{out}");
+    assert!(out.contains("120 steps"), "{out}");
     let got = losses(&part);
     assert_eq!(
         got.iter().map(|l| l.0).collect::<Vec<_>>(),
-        (0..240).collect::<Vec<_>>(),
+        (0..120).collect::<Vec<_>>(),
         "each step logged once"
     );
     for ((s, a), (_, b)) in got.iter().zip(&want) {
@@ -147,7 +147,7 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
         v["checkpoint"]
             .as_str()
             .unwrap()
-            .ends_with("step-0000000240")
+            .ends_with("step-0000000120")
     );
 }
 
