@@ -26,6 +26,9 @@ fn dataset(dir: &Path) -> PathBuf {
     out
 }
 
+/// Steps of a `SMALL` run: 48 images / batch 8 = 6 per epoch, 20 epochs.
+const STEPS: usize = 120;
+
 const SMALL: &[&str] = &[
     "--arch",
     "resnet18",
@@ -81,7 +84,7 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
     let full = tmp.path().join("full");
     ok(train_cmd(&data, &full).args(SMALL).output().unwrap());
     let want = losses(&full);
-    assert_eq!(want.len(), 120); // 48 images / 8 = 6 steps x 20 epochs
+    assert_eq!(want.len(), STEPS);
 
     // The same run, killed (SIGKILL) once it has written a mid-epoch checkpoint.
     let part = tmp.path().join("part");
@@ -101,7 +104,7 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
     child.wait().unwrap();
     let killed_at = losses(&part).len();
     assert!(
-        killed_at < 120,
+        killed_at < STEPS,
         "the run finished before it could be killed"
     );
     // Resume takes the config from the checkpoint: no model flags needed.
@@ -109,11 +112,11 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
         .args(["--resume", "--threads", "1"])
         .output()
         .unwrap());
-    assert!(out.contains("120 steps"), "{out}");
+    assert!(out.contains(&format!("{STEPS} steps")), "{out}");
     let got = losses(&part);
     assert_eq!(
         got.iter().map(|l| l.0).collect::<Vec<_>>(),
-        (0..120).collect::<Vec<_>>(),
+        (0..STEPS as u64).collect::<Vec<_>>(),
         "each step logged once"
     );
     for ((s, a), (_, b)) in got.iter().zip(&want) {
@@ -147,7 +150,7 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
         v["checkpoint"]
             .as_str()
             .unwrap()
-            .ends_with("step-0000000120")
+            .ends_with(&format!("step-{STEPS:010}"))
     );
 }
 
