@@ -16,7 +16,7 @@ pub struct BlurScratch {
 /// The normalised 1-D Gaussian for `sigma`, radius ceil(3 sigma), written
 /// into `out` (reused).
 pub fn gaussian_kernel(sigma: f32, out: &mut Vec<f32>) {
-    let radius = (3.0 * sigma).ceil().max(1.0) as usize;
+    let radius = ((3.0 * sigma).ceil().max(1.0) as usize).min(MAX_TAPS / 2);
     out.clear();
     let two_s2 = 2.0 * sigma * sigma;
     for i in 0..=2 * radius {
@@ -47,17 +47,49 @@ pub fn blur(p: &mut [f32], width: usize, height: usize, sigma: f32, s: &mut Blur
 /// written once instead of once per tap.
 const LANES: usize = 32;
 
-/// `sum_j k[j] * tap(j)[..LANES]`, accumulated in registers.
+/// Longest kernel: radius ceil(3 sigma) for the largest sigma a caller can
+/// ask for is clamped to this (sigma <= 10).
+const MAX_TAPS: usize = 61;
+
+/// `sum_j k[j] * src[offsets[j] + at..][..LANES]`, accumulated in
+/// registers. The offsets are computed once per row by the caller, so a
+/// tap costs one bounds check, one broadcast and the multiply-adds.
 #[inline(always)]
-fn fir<'a>(k: &[f32], tap: impl Fn(usize) -> &'a [f32]) -> [f32; LANES] {
+fn fir(k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> [f32; LANES] {
     let mut acc = [0f32; LANES];
-    for (j, &kj) in k.iter().enumerate() {
-        let src = &tap(j)[..LANES];
+    for (&kj, &o) in k.iter().zip(offsets) {
+        // Always in bounds: the callers' offsets plus a row fit in `src`.
+        let Some(s) = src.get(o + at..o + at + LANES) else {
+            continue;
+        };
         for l in 0..LANES {
-            acc[l] += kj * src[l];
+            acc[l] += kj * s[l];
         }
     }
     acc
+}
+
+/// One output value: `sum_j k[j] * src[offsets[j] + at]`.
+#[inline(always)]
+fn fir1(k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> f32 {
+    k.iter()
+        .zip(offsets)
+        .map(|(&kj, &o)| kj * src.get(o + at).copied().unwrap_or(0.0))
+        .sum()
+}
+
+/// Filters `src` into `out` (one row, or one block of rows' worth of
+/// columns): `out[x] = sum_j k[j] * src[offsets[j] + x]`.
+#[inline(always)]
+fn filter_row(k: &[f32], offsets: &[usize], src: &[f32], out: &mut [f32]) {
+    let (chunks, tail) = out.as_chunks_mut::<LANES>();
+    for (c, o) in chunks.iter_mut().enumerate() {
+        *o = fir(k, offsets, src, c * LANES);
+    }
+    let done = chunks.len() * LANES;
+    for (x, o) in tail.iter_mut().enumerate() {
+        *o = fir1(k, offsets, src, done + x);
+    }
 }
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
@@ -70,48 +102,31 @@ fn horizontal(
     padded: &mut [f32],
 ) {
     let r = k.len() / 2;
+    let offsets: [usize; MAX_TAPS] = std::array::from_fn(|j| j);
+    let offsets = &offsets[..k.len()];
     for y in 0..height {
         let row = &src[y * width..(y + 1) * width];
         padded[..r].fill(row[0]);
         padded[r..r + width].copy_from_slice(row);
         padded[r + width..].fill(row[width - 1]);
-        let out = &mut dst[y * width..(y + 1) * width];
-        let (chunks, tail) = out.as_chunks_mut::<LANES>();
-        let padded = &*padded;
-        for (c, o) in chunks.iter_mut().enumerate() {
-            *o = fir(k, |j| &padded[c * LANES + j..]);
-        }
-        let done = chunks.len() * LANES;
-        for (x, o) in tail.iter_mut().enumerate() {
-            *o = k
-                .iter()
-                .enumerate()
-                .map(|(j, &kj)| kj * padded[done + x + j])
-                .sum();
-        }
+        filter_row(k, offsets, padded, &mut dst[y * width..(y + 1) * width]);
     }
 }
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn vertical(src: &[f32], dst: &mut [f32], width: usize, height: usize, k: &[f32]) {
     let r = k.len() as isize / 2;
-    let row_of = |y: usize, j: usize| {
-        (y as isize + j as isize - r).clamp(0, height as isize - 1) as usize * width
-    };
+    let mut offsets = [0usize; MAX_TAPS];
     for y in 0..height {
-        let out = &mut dst[y * width..(y + 1) * width];
-        let (chunks, tail) = out.as_chunks_mut::<LANES>();
-        for (c, o) in chunks.iter_mut().enumerate() {
-            *o = fir(k, |j| &src[row_of(y, j) + c * LANES..]);
+        for (j, o) in offsets[..k.len()].iter_mut().enumerate() {
+            *o = (y as isize + j as isize - r).clamp(0, height as isize - 1) as usize * width;
         }
-        let done = chunks.len() * LANES;
-        for (x, o) in tail.iter_mut().enumerate() {
-            *o = k
-                .iter()
-                .enumerate()
-                .map(|(j, &kj)| kj * src[row_of(y, j) + done + x])
-                .sum();
-        }
+        filter_row(
+            k,
+            &offsets[..k.len()],
+            src,
+            &mut dst[y * width..(y + 1) * width],
+        );
     }
 }
 

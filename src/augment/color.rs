@@ -217,31 +217,51 @@ fn grayscale_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn solarize(p: &mut [f32]) {
     for x in p.iter_mut() {
-        *x = if *x >= 128.0 { 255.0 - *x } else { *x };
+        // v - (2v - 255) where v >= 128, written with a bit mask: as a
+        // plain `if`, the compiler stores only the changed lanes with a
+        // masked store, microcoded and as slow as scalar code on some CPUs.
+        let v = *x;
+        let mask = if v >= 128.0 { u32::MAX } else { 0 };
+        *x = v - f32::from_bits((2.0 * v - 255.0).to_bits() & mask);
     }
 }
 
 /// Hue: rotate the hue by `shift` of a full turn (torchvision's
-/// `adjust_hue` as a float HSV rotation). Arithmetic and selects only, so
-/// it vectorises: RGB -> (h, s, v), then each channel back from
-/// `v - v s clamp(min(k, 4 - k), 0, 1)` with `k = (n + 6h) mod 6`,
-/// n = 5, 3, 1 for r, g, b. Values stay within [min, max] of each pixel's
-/// channels, so no clamp is needed.
+/// `adjust_hue` as a float HSV rotation). Arithmetic and selects only, no
+/// division, so it vectorises cheaply: with chroma `cr = max - min` and
+/// `k = (n + 6h) mod 6` (n = 5, 3, 1 for r, g, b), each channel comes back
+/// as `max - clamp(min(cr k, 4 cr - cr k), 0, cr)`, and `cr k` is computed
+/// directly as `cr (n + base + 6 shift) + diff` (the textbook
+/// `6h = base + diff / cr`) wrapped into [0, 6 cr). Values stay within
+/// [min, max] of each pixel's channels, so no clamp is needed.
 pub fn hue(p: &mut [f32], shift: f32) {
     let (r, g, b) = planes_mut(p);
     hue_rgb(r, g, b, shift);
 }
 
+/// `max(a, b)` for non-NaN values, as one instruction (`f32::max` adds NaN
+/// handling).
+#[inline(always)]
+fn max_f(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
+/// `min(a, b)` for non-NaN values, as one instruction.
+#[inline(always)]
+fn min_f(a: f32, b: f32) -> f32 {
+    if a < b { a } else { b }
+}
+
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
+    // The shift in sixths of a turn, in [0, 6).
+    let s6 = (6.0 * shift).rem_euclid(6.0);
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
         let (rr, gg, bb) = (*r, *g, *b);
-        let maxc = rr.max(gg).max(bb);
-        let minc = rr.min(gg).min(bb);
-        // Chroma; v * s = maxc * (cr / maxc) = cr, so s itself is not needed.
+        let maxc = max_f(max_f(rr, gg), bb);
+        let minc = min_f(min_f(rr, gg), bb);
         let cr = maxc - minc;
-        let inv_cr = 1.0 / if cr == 0.0 { 1.0 } else { cr };
-        // 6h in [-1, 5): which channel is largest picks the sector base.
+        // 6h = base + diff / cr: which channel is largest picks the sector.
         let (base, diff) = if maxc == rr {
             (0.0, gg - bb)
         } else if maxc == gg {
@@ -249,13 +269,16 @@ fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
         } else {
             (4.0, rr - gg)
         };
-        let mut k0 = base + diff * inv_cr + 6.0 * shift;
-        k0 -= 6.0 * (k0 * (1.0 / 6.0)).floor();
+        let mut t = base + s6;
+        t -= if t >= 6.0 { 6.0 } else { 0.0 };
+        // cr (6h + 6 shift) in [-cr, 7 cr).
+        let k0 = cr * t + diff;
+        let (cr4, cr6) = (4.0 * cr, 6.0 * cr);
         let channel = |n: f32| {
-            let mut k = n + k0;
-            k -= if k >= 6.0 { 6.0 } else { 0.0 };
-            let w = k.min(4.0 - k).clamp(0.0, 1.0);
-            maxc - cr * w
+            // In [0, 12 cr): one wrap brings it into [0, 6 cr).
+            let mut k = cr * n + k0;
+            k -= if k >= cr6 { cr6 } else { 0.0 };
+            maxc - min_f(max_f(min_f(k, cr4 - k), 0.0), cr)
         };
         *r = channel(5.0);
         *g = channel(3.0);
