@@ -13,8 +13,8 @@ pub struct BlurScratch {
     padded: Vec<f32>,
 }
 
-/// The normalised 1-D Gaussian for `sigma`, radius ceil(3 sigma), written
-/// into `out` (reused).
+/// The normalised 1-D Gaussian for `sigma`, radius ceil(3 sigma) (at most
+/// 30, reached at sigma 10), written into `out` (reused).
 pub fn gaussian_kernel(sigma: f32, out: &mut Vec<f32>) {
     let radius = ((3.0 * sigma).ceil().max(1.0) as usize).min(MAX_TAPS / 2);
     out.clear();
@@ -47,8 +47,7 @@ pub fn blur(p: &mut [f32], width: usize, height: usize, sigma: f32, s: &mut Blur
 /// written once instead of once per tap.
 const LANES: usize = 32;
 
-/// Longest kernel: radius ceil(3 sigma) for the largest sigma a caller can
-/// ask for is clamped to this (sigma <= 10).
+/// Longest kernel [`gaussian_kernel`] makes (radius 30).
 const MAX_TAPS: usize = 61;
 
 /// `sum_j k[j] * src[offsets[j] + at..][..LANES]`, accumulated in
@@ -58,10 +57,7 @@ const MAX_TAPS: usize = 61;
 fn fir(k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> [f32; LANES] {
     let mut acc = [0f32; LANES];
     for (&kj, &o) in k.iter().zip(offsets) {
-        // Always in bounds: the callers' offsets plus a row fit in `src`.
-        let Some(s) = src.get(o + at..o + at + LANES) else {
-            continue;
-        };
+        let s = &src[o + at..o + at + LANES];
         for l in 0..LANES {
             acc[l] += kj * s[l];
         }
@@ -74,12 +70,11 @@ fn fir(k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> [f32; LANES] {
 fn fir1(k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> f32 {
     k.iter()
         .zip(offsets)
-        .map(|(&kj, &o)| kj * src.get(o + at).copied().unwrap_or(0.0))
+        .map(|(&kj, &o)| kj * src[o + at])
         .sum()
 }
 
-/// Filters `src` into `out` (one row, or one block of rows' worth of
-/// columns): `out[x] = sum_j k[j] * src[offsets[j] + x]`.
+/// Filters one output row: `out[x] = sum_j k[j] * src[offsets[j] + x]`.
 #[inline(always)]
 fn filter_row(k: &[f32], offsets: &[usize], src: &[f32], out: &mut [f32]) {
     let (chunks, tail) = out.as_chunks_mut::<LANES>();
