@@ -27,20 +27,28 @@ fn source(w: u32, h: u32) -> RgbImage {
     }
 }
 
+/// The RGBx layout the augmentation kernels take (4 bytes per pixel).
+fn rgbx(img: &RgbImage) -> Vec<u8> {
+    img.pixels
+        .chunks_exact(3)
+        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .collect()
+}
+
 fn kernels(c: &mut Criterion) {
-    let src = source(S as u32, S as u32);
+    let src = rgbx(&source(S as u32, S as u32));
     let mut planes = vec![0f32; 3 * S * S];
-    color::to_planes(&src.pixels, S, S, false, &mut planes);
-    let pixels = color::reference::to_pixels(&src.pixels, S, S, false);
+    color::to_planes(&src, S, S, false, &mut planes);
+    let pixels = color::reference::to_pixels(&src, S, S, false);
 
     let mut g = c.benchmark_group("view-224");
     g.sample_size(30);
     g.bench_function("u8->f32+flip/vectorised", |b| {
         let mut out = vec![0f32; 3 * S * S];
-        b.iter(|| color::to_planes(black_box(&src.pixels), S, S, true, &mut out))
+        b.iter(|| color::to_planes(black_box(&src), S, S, true, &mut out))
     });
     g.bench_function("u8->f32+flip/scalar", |b| {
-        b.iter(|| color::reference::to_pixels(black_box(&src.pixels), S, S, true))
+        b.iter(|| color::reference::to_pixels(black_box(&src), S, S, true))
     });
     type Fast = fn(&mut [f32]);
     type Slow = fn(&mut [[f32; 3]]);
@@ -113,7 +121,8 @@ fn kernels(c: &mut Criterion) {
     });
     g.bench_function("crop+resize-to-224", |b| {
         let mut r = fast_image_resize::Resizer::new();
-        let mut dst = vec![0u8; 3 * S * S];
+        let photo = rgbx(&photo);
+        let mut dst = vec![0u8; 4 * S * S];
         let rect = crop::CropRect {
             x: 50,
             y: 40,
@@ -123,7 +132,7 @@ fn kernels(c: &mut Criterion) {
         b.iter(|| {
             crop::resize_crop(
                 &mut r,
-                black_box(&photo.pixels),
+                black_box(&photo),
                 500,
                 375,
                 rect,

@@ -58,13 +58,13 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
 /// the real limit is `max_pixels`.
 const JPEG_MAX_SIDE: usize = u16::MAX as usize;
 
-/// A zune-jpeg decoder for `bytes` that outputs RGB whatever the JPEG's
-/// colour space (gray, YCbCr, CMYK, YCCK).
+/// A zune-jpeg decoder for `bytes` that outputs RGBx (RGB plus a fourth
+/// byte, 255) whatever the JPEG's colour space (gray, YCbCr, CMYK, YCCK).
 pub(crate) fn jpeg_decoder(bytes: &[u8]) -> JpegDecoder<ZCursor<&[u8]>> {
     let options = DecoderOptions::new_fast()
         .set_max_width(JPEG_MAX_SIDE)
         .set_max_height(JPEG_MAX_SIDE)
-        .jpeg_set_out_colorspace(ColorSpace::RGB);
+        .jpeg_set_out_colorspace(ColorSpace::RGBA);
     JpegDecoder::new_with_options(ZCursor::new(bytes), options)
 }
 
@@ -169,12 +169,7 @@ pub fn check_jpeg_complete(bytes: &[u8]) -> Result<(), CodecError> {
 /// Decodes a JPEG (baseline or progressive; gray, YCbCr, CMYK or YCCK) to RGB.
 pub fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, CodecError> {
     let mut decoder = crate::decode::Decoder::new(max_pixels);
-    let img = decoder.decode(bytes)?;
-    Ok(RgbImage {
-        width: img.width,
-        height: img.height,
-        pixels: img.pixels.to_vec(),
-    })
+    Ok(decoder.decode(bytes)?.to_rgb())
 }
 
 /// Decodes any format this build reads (JPEG, PNG, GIF, BMP, WebP, TIFF,

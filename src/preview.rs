@@ -53,11 +53,7 @@ pub fn preview_grid(
         let img = decoder
             .decode(rec.bytes)
             .map_err(|source| PreviewError::Codec { record, source })?;
-        let src = RgbImage {
-            width: img.width,
-            height: img.height,
-            pixels: img.pixels.to_vec(),
-        };
+        let src = img.to_rgb();
         // Source fitted into an s x s square, centred.
         let scale = s as f64 / src.width.max(src.height) as f64;
         let (fw, fh) = (

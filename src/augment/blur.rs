@@ -2,14 +2,43 @@
 //! edges replicated) on planar f32 images. The reference (Pillow's
 //! GaussianBlur) approximates the same Gaussian with three box passes; see
 //! SPEC's latitude note. Vectorised kernel plus a scalar reference.
+//!
+//! Each plane is blurred in one sweep down its rows: a row is filtered
+//! horizontally into a ring of the last `2 radius + 2` such rows (a few KiB,
+//! it stays in L1), and as soon as the ring holds every row the next two
+//! output rows need, they are filtered vertically out of the ring together
+//! (each ring load feeds both) and written back in place. No full-size
+//! intermediate image exists.
 
 use multiversion::multiversion;
+
+/// `a * b + c`, as one fused instruction when `fma`. `f32::mul_add` is
+/// exact fused arithmetic everywhere, so in a clone without FMA hardware it
+/// would be a slow library call; each `multiversion` clone passes its own
+/// compile-time answer from [`has_fma!`]. The two forms differ in the last
+/// bit of an f32, so a view blurred on a CPU with FMA may differ by one
+/// level, at most, from the same view blurred without it; on one machine
+/// the result never depends on the thread count.
+#[inline(always)]
+fn madd(fma: bool, a: f32, b: f32, c: f32) -> f32 {
+    if fma { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Whether the `multiversion` clone this expands in has FMA (x86-64 with
+/// the FMA extension, every AArch64).
+macro_rules! has_fma {
+    () => {
+        multiversion::target::target_cfg_f!(any(target_feature = "fma", target_arch = "aarch64"))
+    };
+}
 
 /// Scratch a worker owns and reuses for blurring.
 #[derive(Debug, Default)]
 pub struct BlurScratch {
     kernel: Vec<f32>,
-    plane: Vec<f32>,
+    /// Horizontally filtered rows, `kernel.len() + 1` of them.
+    ring: Vec<f32>,
+    /// One source row with its edges replicated `radius` times each side.
     padded: Vec<f32>,
 }
 
@@ -31,15 +60,16 @@ pub fn gaussian_kernel(sigma: f32, out: &mut Vec<f32>) {
 
 /// Blurs each of the three `width` x `height` planes in `p` in place.
 pub fn blur(p: &mut [f32], width: usize, height: usize, sigma: f32, s: &mut BlurScratch) {
-    gaussian_kernel(sigma, &mut s.kernel);
     let n = width * height;
-    s.plane.resize(n, 0.0);
-    let radius = s.kernel.len() / 2;
-    s.padded.resize(width + 2 * radius, 0.0);
-    for c in 0..3 {
-        let plane = &mut p[c * n..(c + 1) * n];
-        horizontal(plane, &mut s.plane, width, height, &s.kernel, &mut s.padded);
-        vertical(&s.plane, plane, width, height, &s.kernel);
+    if n == 0 {
+        return;
+    }
+    gaussian_kernel(sigma, &mut s.kernel);
+    let taps = s.kernel.len();
+    s.ring.resize((taps + 1) * width, 0.0);
+    s.padded.resize(width + taps - 1, 0.0);
+    for plane in p[..3 * n].chunks_exact_mut(n) {
+        blur_plane(plane, width, height, &s.kernel, &mut s.ring, &mut s.padded);
     }
 }
 
@@ -54,12 +84,12 @@ const MAX_TAPS: usize = 61;
 /// registers. The offsets are computed once per row by the caller, so a
 /// tap costs one bounds check, one broadcast and the multiply-adds.
 #[inline(always)]
-fn fir(k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> [f32; LANES] {
+fn fir(fma: bool, k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> [f32; LANES] {
     let mut acc = [0f32; LANES];
     for (&kj, &o) in k.iter().zip(offsets) {
         let s = &src[o + at..o + at + LANES];
         for l in 0..LANES {
-            acc[l] += kj * s[l];
+            acc[l] = madd(fma, kj, s[l], acc[l]);
         }
     }
     acc
@@ -67,61 +97,155 @@ fn fir(k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> [f32; LANES] {
 
 /// One output value: `sum_j k[j] * src[offsets[j] + at]`.
 #[inline(always)]
-fn fir1(k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> f32 {
+fn fir1(fma: bool, k: &[f32], offsets: &[usize], src: &[f32], at: usize) -> f32 {
     k.iter()
         .zip(offsets)
-        .map(|(&kj, &o)| kj * src[o + at])
-        .sum()
+        .fold(0.0, |acc, (&kj, &o)| madd(fma, kj, src[o + at], acc))
 }
 
 /// Filters one output row: `out[x] = sum_j k[j] * src[offsets[j] + x]`.
 #[inline(always)]
-fn filter_row(k: &[f32], offsets: &[usize], src: &[f32], out: &mut [f32]) {
+fn filter_row(fma: bool, k: &[f32], offsets: &[usize], src: &[f32], out: &mut [f32]) {
     let (chunks, tail) = out.as_chunks_mut::<LANES>();
     for (c, o) in chunks.iter_mut().enumerate() {
-        *o = fir(k, offsets, src, c * LANES);
+        *o = fir(fma, k, offsets, src, c * LANES);
     }
     let done = chunks.len() * LANES;
     for (x, o) in tail.iter_mut().enumerate() {
-        *o = fir1(k, offsets, src, done + x);
+        *o = fir1(fma, k, offsets, src, done + x);
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
-fn horizontal(
+/// Two vertically adjacent outputs at once: `a` from the taps at
+/// `offsets[..taps]`, `b` (one row further down) from `offsets[1..=taps]`.
+/// Each source vector is loaded once and feeds both, halving the loads of
+/// the vertical pass.
+#[inline(always)]
+fn fir2(
+    fma: bool,
+    k: &[f32],
+    offsets: &[usize],
     src: &[f32],
-    dst: &mut [f32],
+    at: usize,
+) -> ([f32; LANES], [f32; LANES]) {
+    let taps = k.len();
+    let mut a = [0f32; LANES];
+    let mut b = [0f32; LANES];
+    let s = &src[offsets[0] + at..offsets[0] + at + LANES];
+    for l in 0..LANES {
+        a[l] = k[0] * s[l];
+    }
+    for j in 1..taps {
+        let o = offsets[j];
+        let s = &src[o + at..o + at + LANES];
+        let (ka, kb) = (k[j], k[j - 1]);
+        for l in 0..LANES {
+            a[l] = madd(fma, ka, s[l], a[l]);
+            b[l] = madd(fma, kb, s[l], b[l]);
+        }
+    }
+    let o = offsets[taps];
+    let s = &src[o + at..o + at + LANES];
+    for l in 0..LANES {
+        b[l] = madd(fma, k[taps - 1], s[l], b[l]);
+    }
+    (a, b)
+}
+
+/// Filters two output rows, `out_a` with `offsets[..taps]` and `out_b`
+/// with `offsets[1..=taps]` (see [`fir2`]).
+#[inline(always)]
+fn filter_rows2(
+    fma: bool,
+    k: &[f32],
+    offsets: &[usize],
+    src: &[f32],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let taps = k.len();
+    let (chunks_a, tail_a) = out_a.as_chunks_mut::<LANES>();
+    let (chunks_b, tail_b) = out_b.as_chunks_mut::<LANES>();
+    for (c, (oa, ob)) in chunks_a.iter_mut().zip(chunks_b.iter_mut()).enumerate() {
+        (*oa, *ob) = fir2(fma, k, offsets, src, c * LANES);
+    }
+    let done = chunks_a.len() * LANES;
+    for (x, (oa, ob)) in tail_a.iter_mut().zip(tail_b.iter_mut()).enumerate() {
+        *oa = fir1(fma, k, &offsets[..taps], src, done + x);
+        *ob = fir1(fma, k, &offsets[1..=taps], src, done + x);
+    }
+}
+
+/// Blurs one plane in place (see the module docs). `ring` holds
+/// `(k.len() + 1) * width` values, `padded` `width + k.len() - 1`.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn blur_plane(
+    plane: &mut [f32],
     width: usize,
     height: usize,
     k: &[f32],
+    ring: &mut [f32],
     padded: &mut [f32],
 ) {
-    let r = k.len() / 2;
-    let offsets: [usize; MAX_TAPS] = std::array::from_fn(|j| j);
-    let offsets = &offsets[..k.len()];
-    for y in 0..height {
-        let row = &src[y * width..(y + 1) * width];
-        padded[..r].fill(row[0]);
-        padded[r..r + width].copy_from_slice(row);
-        padded[r + width..].fill(row[width - 1]);
-        filter_row(k, offsets, padded, &mut dst[y * width..(y + 1) * width]);
-    }
-}
-
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
-fn vertical(src: &[f32], dst: &mut [f32], width: usize, height: usize, k: &[f32]) {
-    let r = k.len() as isize / 2;
-    let mut offsets = [0usize; MAX_TAPS];
-    for y in 0..height {
-        for (j, o) in offsets[..k.len()].iter_mut().enumerate() {
-            *o = (y as isize + j as isize - r).clamp(0, height as isize - 1) as usize * width;
+    let fma = has_fma!();
+    let taps = k.len();
+    let r = taps / 2;
+    // The ring keeps the rows two adjacent outputs need.
+    let slots = taps + 1;
+    // Horizontal taps read the padded row at x + j.
+    let along: [usize; MAX_TAPS] = std::array::from_fn(|j| j);
+    let along = &along[..taps];
+    let mut down = [0usize; MAX_TAPS + 1];
+    // Ring slot of source row q is q mod slots, kept without division (a
+    // 64-bit `%` per tap per row cost more than the filtering): `slot_next`
+    // is next's slot, `slot_y` is y's.
+    let (mut next, mut slot_next, mut slot_y) = (0, 0, 0);
+    let mut y = 0;
+    while y < height {
+        // Two output rows (one for the last of an odd height).
+        let pair = y + 1 < height;
+        let last = y + usize::from(pair);
+        // They need source rows up to last + r (clamped to the last).
+        while next <= (last + r).min(height - 1) {
+            let row = &plane[next * width..(next + 1) * width];
+            padded[..r].fill(row[0]);
+            padded[r..r + width].copy_from_slice(row);
+            padded[r + width..].fill(row[width - 1]);
+            let at = slot_next * width;
+            filter_row(fma, k, along, padded, &mut ring[at..at + width]);
+            next += 1;
+            slot_next = if slot_next + 1 == slots {
+                0
+            } else {
+                slot_next + 1
+            };
         }
-        filter_row(
-            k,
-            &offsets[..k.len()],
-            src,
-            &mut dst[y * width..(y + 1) * width],
-        );
+        // The ring holds the last `slots` filtered rows, which include
+        // every row in [y - r, last + r] (clamped); rows y and last of the
+        // plane have already been read, so they can be overwritten.
+        for (j, o) in down[..=taps].iter_mut().enumerate() {
+            let row = (y + j).saturating_sub(r).min(height - 1);
+            // row - y is within [-r, r + 1]: one wrap at most either way.
+            let slot = (slot_y + slots + row) - y;
+            *o = if slot >= 2 * slots {
+                slot - 2 * slots
+            } else if slot >= slots {
+                slot - slots
+            } else {
+                slot
+            } * width;
+        }
+        let out = &mut plane[y * width..(last + 1) * width];
+        if pair {
+            let (a, b) = out.split_at_mut(width);
+            filter_rows2(fma, k, &down[..=taps], ring, a, b);
+        } else {
+            filter_row(fma, k, &down[..taps], ring, out);
+        }
+        for _ in 0..1 + usize::from(pair) {
+            slot_y = if slot_y + 1 == slots { 0 } else { slot_y + 1 };
+        }
+        y = last + 1;
     }
 }
 
@@ -180,11 +304,13 @@ mod tests {
                 .collect()
         };
         // 150 wide: four blocks of LANES and a scalar tail; 29 wide: the
-        // tail alone. One scratch reused throughout.
+        // tail alone. Odd heights end on a single output row; heights 1-3
+        // are shorter than the kernel (sigma 5: 31 taps), so every tap
+        // clamps to an edge row. One scratch reused throughout.
         let mut scratch = BlurScratch::default();
-        for (w, h) in [(29, 17), (150, 9)] {
+        for (w, h) in [(29, 17), (150, 9), (64, 1), (40, 2), (33, 3), (1, 6)] {
             let src = noise(w, h);
-            for sigma in [0.1f32, 0.7, 2.0] {
+            for sigma in [0.1f32, 0.7, 2.0, 5.0] {
                 let mut fast = src.clone();
                 blur(&mut fast, w, h, sigma, &mut scratch);
                 let mut slow = src.clone();

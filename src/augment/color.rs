@@ -29,104 +29,38 @@ pub fn planes_mut(p: &mut [f32]) -> (&mut [f32], &mut [f32], &mut [f32]) {
     (r, g, b)
 }
 
-/// Interleaved u8 RGB (`width` x `height`) -> planar f32, mirrored
-/// left-right when `flip`.
+/// Interleaved u8 RGBx (`width` x `height`, 4 bytes per pixel as
+/// [`crate::decode::Decoded`]) -> planar f32, mirrored left-right when
+/// `flip`.
 pub fn to_planes(src: &[u8], width: usize, height: usize, flip: bool, dst: &mut [f32]) {
     convert_and_colour(src, width, height, flip, &[], false, dst);
 }
 
-/// Interleaved u8 RGB -> three f32 planes (as many pixels as `r` holds).
-fn deinterleave(src: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
-    #[allow(unused_mut)]
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("ssse3") && std::arch::is_x86_feature_detected!("sse4.1")
-    {
-        // SAFETY: the CPU supports SSSE3 and SSE4.1 (checked just above).
-        done = unsafe { deinterleave_sse41(src, r, g, b) };
-    }
-    deinterleave_tail(
-        &src[3 * done..],
-        &mut r[done..],
-        &mut g[done..],
-        &mut b[done..],
-    );
-}
-
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-fn deinterleave_tail(src: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
-    let (pixels, _) = src.as_chunks::<3>();
-    for (((p, r), g), b) in pixels.iter().zip(r).zip(g).zip(b) {
-        *r = p[0] as f32;
-        *g = p[1] as f32;
-        *b = p[2] as f32;
-    }
-}
-
-/// Deinterleaves 16 pixels at a time with byte shuffles; returns how many
-/// pixels it converted (a multiple of 16; the caller does the rest).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "ssse3,sse4.1")]
-fn deinterleave_sse41(src: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) -> usize {
-    use std::arch::x86_64::*;
-    let n = r.len().min(g.len()).min(b.len()).min(src.len() / 3);
-    // Byte positions of R, G and B in each 16-byte third of 48 bytes
-    // (16 pixels); -1 leaves a zero to be filled by another third.
-    // SAFETY: reads exactly the 16 bytes of the array.
-    let m = |v: [i8; 16]| unsafe { _mm_loadu_si128(v.as_ptr().cast()) };
-    let z = -1i8;
-    let mr = [
-        m([0, 3, 6, 9, 12, 15, z, z, z, z, z, z, z, z, z, z]),
-        m([z, z, z, z, z, z, 2, 5, 8, 11, 14, z, z, z, z, z]),
-        m([z, z, z, z, z, z, z, z, z, z, z, 1, 4, 7, 10, 13]),
-    ];
-    let mg = [
-        m([1, 4, 7, 10, 13, z, z, z, z, z, z, z, z, z, z, z]),
-        m([z, z, z, z, z, 0, 3, 6, 9, 12, 15, z, z, z, z, z]),
-        m([z, z, z, z, z, z, z, z, z, z, z, 2, 5, 8, 11, 14]),
-    ];
-    let mb = [
-        m([2, 5, 8, 11, 14, z, z, z, z, z, z, z, z, z, z, z]),
-        m([z, z, z, z, z, 1, 4, 7, 10, 13, z, z, z, z, z, z]),
-        m([z, z, z, z, z, z, z, z, z, z, 0, 3, 6, 9, 12, 15]),
-    ];
-    let gather = |a: __m128i, b: __m128i, c: __m128i, k: &[__m128i; 3]| {
-        _mm_or_si128(
-            _mm_or_si128(_mm_shuffle_epi8(a, k[0]), _mm_shuffle_epi8(b, k[1])),
-            _mm_shuffle_epi8(c, k[2]),
+/// One row of RGBx pixels -> three f32 planes (as many pixels as `r`
+/// holds), mirrored when `flip`. Each pixel is read as one little-endian
+/// u32 and its bytes masked out, which vectorises without shuffles.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn deinterleave(src: &[u8], flip: bool, r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+    let (pixels, _) = src.as_chunks::<4>();
+    let n = r.len().min(g.len()).min(b.len()).min(pixels.len());
+    let split = |p: &[u8; 4]| {
+        let v = u32::from_le_bytes(*p);
+        (
+            (v & 0xff) as f32,
+            ((v >> 8) & 0xff) as f32,
+            ((v >> 16) & 0xff) as f32,
         )
     };
-    let store = |v: __m128i, out: &mut [f32]| {
-        // Four groups of four bytes -> four f32 vectors.
-        let quads = [
-            v,
-            _mm_srli_si128::<4>(v),
-            _mm_srli_si128::<8>(v),
-            _mm_srli_si128::<12>(v),
-        ];
-        for (q, chunk) in quads.into_iter().zip(out.chunks_exact_mut(4)) {
-            let f = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(q));
-            // SAFETY: `chunk` is 4 f32s, exactly one unaligned store.
-            unsafe { _mm_storeu_ps(chunk.as_mut_ptr(), f) };
+    let out = r[..n].iter_mut().zip(&mut g[..n]).zip(&mut b[..n]);
+    if flip {
+        for (((r, g), b), p) in out.zip(pixels[..n].iter().rev()) {
+            (*r, *g, *b) = split(p);
         }
-    };
-    let mut i = 0;
-    while i + 16 <= n {
-        let bytes = &src[3 * i..3 * i + 48];
-        // SAFETY: `bytes` holds 48 bytes: three unaligned 16-byte loads.
-        let (a, bb, c) = unsafe {
-            (
-                _mm_loadu_si128(bytes.as_ptr().cast()),
-                _mm_loadu_si128(bytes[16..].as_ptr().cast()),
-                _mm_loadu_si128(bytes[32..].as_ptr().cast()),
-            )
-        };
-        store(gather(a, bb, c, &mr), &mut r[i..i + 16]);
-        store(gather(a, bb, c, &mg), &mut g[i..i + 16]);
-        store(gather(a, bb, c, &mb), &mut b[i..i + 16]);
-        i += 16;
+    } else {
+        for (((r, g), b), p) in out.zip(&pixels[..n]) {
+            (*r, *g, *b) = split(p);
+        }
     }
-    i
 }
 
 /// Brightness: multiply by `factor`.
@@ -286,8 +220,8 @@ fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
     }
 }
 
-/// The colour half of a view, fused: interleaved u8 (`width` x `height`,
-/// mirrored when `flip`) -> planar f32 in `dst`, then the `jitter` ops in
+/// The colour half of a view, fused: interleaved u8 RGBx (`width` x
+/// `height`, mirrored when `flip`) -> planar f32 in `dst`, then the `jitter` ops in
 /// order, then grayscale when `gray`. Each row is converted and put through
 /// every op while it sits in L1, instead of one pass over the whole image
 /// per op; contrast, whose mean needs the whole image after the ops before
@@ -317,15 +251,10 @@ pub fn convert_and_colour(
         .chunks_exact_mut(w)
         .zip(g.chunks_exact_mut(w))
         .zip(b.chunks_exact_mut(w))
-        .zip(src[..3 * n].chunks_exact(3 * w));
+        .zip(src[..4 * n].chunks_exact(4 * w));
     let mut luma = 0.0;
     for (((r, g), b), src) in rows {
-        deinterleave(src, r, g, b);
-        if flip {
-            r.reverse();
-            g.reverse();
-            b.reverse();
-        }
+        deinterleave(src, flip, r, g, b);
         apply_row(first, gray && second.is_none(), r, g, b);
         if second.is_some() {
             luma += luma_sum(r, g, b);
@@ -379,12 +308,13 @@ pub mod reference {
         LUMA[0] * p[0] + LUMA[1] * p[1] + LUMA[2] * p[2]
     }
 
+    /// RGBx (4 bytes per pixel, the fourth ignored) -> RGB f32 pixels.
     pub fn to_pixels(src: &[u8], width: usize, height: usize, flip: bool) -> Vec<[f32; 3]> {
         let mut out = Vec::with_capacity(width * height);
         for y in 0..height {
             for x in 0..width {
                 let sx = if flip { width - 1 - x } else { x };
-                let i = (y * width + sx) * 3;
+                let i = (y * width + sx) * 4;
                 out.push([src[i] as f32, src[i + 1] as f32, src[i + 2] as f32]);
             }
         }
@@ -478,8 +408,9 @@ pub mod reference {
 mod tests {
     use super::*;
 
+    /// RGBx noise (the fourth byte is noise too: it must be ignored).
     fn image(w: usize, h: usize, seed: u32) -> Vec<u8> {
-        (0..w * h * 3)
+        (0..w * h * 4)
             .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 24) as u8)
             .collect()
     }

@@ -82,9 +82,11 @@ pub fn centre_crop(width: u32, height: u32, fraction: f64) -> CropRect {
     }
 }
 
-/// Resizes `rect` of the RGB image `src` (`width` x `height`) into `dst`
-/// (`size` x `size` x 3), bicubic (Catmull-Rom, as PIL's BICUBIC) with
-/// antialiasing when shrinking.
+/// Resizes `rect` of the RGBx image `src` (`width` x `height`, 4 bytes per
+/// pixel as [`crate::decode::Decoded`]) into `dst` (`size` x `size` x 4,
+/// RGBx), bicubic (Catmull-Rom, as PIL's BICUBIC) with antialiasing when
+/// shrinking. The fourth byte is carried along as an independent channel
+/// (no alpha premultiplication).
 pub fn resize_crop(
     resizer: &mut Resizer,
     src: &[u8],
@@ -94,9 +96,9 @@ pub fn resize_crop(
     size: u32,
     dst: &mut [u8],
 ) -> Result<(), String> {
-    let src = ImageRef::new(width, height, src, PixelType::U8x3).map_err(|e| e.to_string())?;
+    let src = ImageRef::new(width, height, src, PixelType::U8x4).map_err(|e| e.to_string())?;
     let mut dst =
-        Image::from_slice_u8(size, size, dst, PixelType::U8x3).map_err(|e| e.to_string())?;
+        Image::from_slice_u8(size, size, dst, PixelType::U8x4).map_err(|e| e.to_string())?;
     let opts = ResizeOptions::new()
         .crop(
             rect.x as f64,
@@ -104,7 +106,8 @@ pub fn resize_crop(
             rect.width as f64,
             rect.height as f64,
         )
-        .resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+        .resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom))
+        .use_alpha(false);
     resizer
         .resize(&src, &mut dst, &opts)
         .map_err(|e| e.to_string())
@@ -183,14 +186,18 @@ mod tests {
     fn resize_crop_of_a_flat_image_is_flat_and_picks_the_region() {
         // Left half red, right half blue.
         let (w, h) = (40u32, 20u32);
-        let mut src = vec![0u8; (w * h * 3) as usize];
+        let mut src = vec![0u8; (w * h * 4) as usize];
         for y in 0..h {
             for x in 0..w {
-                let i = ((y * w + x) * 3) as usize;
-                src[i..i + 3].copy_from_slice(if x < 20 { &[200, 0, 0] } else { &[0, 0, 200] });
+                let i = ((y * w + x) * 4) as usize;
+                src[i..i + 4].copy_from_slice(if x < 20 {
+                    &[200, 0, 0, 255]
+                } else {
+                    &[0, 0, 200, 255]
+                });
             }
         }
-        let mut dst = vec![0u8; 8 * 8 * 3];
+        let mut dst = vec![0u8; 8 * 8 * 4];
         let mut resizer = Resizer::new();
         // Far enough from the red half that the bicubic support stays in blue.
         let rect = CropRect {
@@ -200,6 +207,6 @@ mod tests {
             height: 12,
         };
         resize_crop(&mut resizer, &src, w, h, rect, 8, &mut dst).unwrap();
-        assert!(dst.chunks(3).all(|p| p == [0, 0, 200]), "{dst:?}");
+        assert!(dst.chunks(4).all(|p| p == [0, 0, 200, 255]), "{dst:?}");
     }
 }

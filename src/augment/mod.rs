@@ -24,7 +24,7 @@ use fast_image_resize::Resizer;
 use rand_core::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::decode::Decoded;
+use crate::decode::{Decoded, PIXEL_BYTES};
 use crate::rng::{self, chance, stream, uniform};
 pub use crop::CropRect;
 
@@ -228,7 +228,7 @@ impl Augmenter {
         Augmenter {
             size,
             resizer: Resizer::new(),
-            resized: vec![0; 3 * n],
+            resized: vec![0; PIXEL_BYTES * n],
             planes: vec![0.0; 3 * n],
             blur: blur::BlurScratch::default(),
             times: StageTimes::default(),
@@ -387,7 +387,7 @@ mod tests {
     #[test]
     fn rendering_a_flat_image_without_colour_ops_keeps_its_colour() {
         let (w, h) = (50u32, 40u32);
-        let pixels: Vec<u8> = [90u8, 160, 30].repeat((w * h) as usize);
+        let pixels: Vec<u8> = [90u8, 160, 30, 255].repeat((w * h) as usize);
         let src = Decoded {
             width: w,
             height: h,
