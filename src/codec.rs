@@ -58,13 +58,15 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
 /// the real limit is `max_pixels`.
 const JPEG_MAX_SIDE: usize = u16::MAX as usize;
 
-/// A zune-jpeg decoder for `bytes` that outputs RGBx (RGB plus a fourth
-/// byte, 255) whatever the JPEG's colour space (gray, YCbCr, CMYK, YCCK).
-pub(crate) fn jpeg_decoder(bytes: &[u8]) -> JpegDecoder<ZCursor<&[u8]>> {
+/// A zune-jpeg decoder for `bytes` with output colour space `out`. With
+/// `RGBA` (RGBx: RGB plus a fourth byte, 255) every JPEG colour space
+/// zune-jpeg converts (gray, YCbCr, CMYK, YCCK) comes out the same; an
+/// RGB-coded JPEG only decodes to `RGB` (see [`crate::decode`]).
+pub(crate) fn jpeg_decoder(bytes: &[u8], out: ColorSpace) -> JpegDecoder<ZCursor<&[u8]>> {
     let options = DecoderOptions::new_fast()
         .set_max_width(JPEG_MAX_SIDE)
         .set_max_height(JPEG_MAX_SIDE)
-        .jpeg_set_out_colorspace(ColorSpace::RGBA);
+        .jpeg_set_out_colorspace(out);
     JpegDecoder::new_with_options(ZCursor::new(bytes), options)
 }
 
@@ -86,7 +88,7 @@ pub(crate) fn jpeg_header(
 
 /// Width and height from a JPEG's headers, checked against `max_pixels`.
 pub fn jpeg_dimensions(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), CodecError> {
-    jpeg_header(&mut jpeg_decoder(bytes), max_pixels)
+    jpeg_header(&mut jpeg_decoder(bytes, ColorSpace::RGBA), max_pixels)
 }
 
 fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), CodecError> {

@@ -7,8 +7,9 @@
 //! Guarantees: a view's parameters ([`ViewParams`]) are drawn from the stream
 //! `(seed, epoch, record, view)` alone ([`sample_view`]), so a sample looks
 //! the same whatever thread renders it. [`Augmenter`] owns every buffer it
-//! touches and reuses them: rendering a view allocates nothing once the
-//! buffers have grown to the output size.
+//! touches and reuses them: once they have grown to the output size, our
+//! code allocates nothing per view (fast_image_resize still builds its small
+//! filter-coefficient tables, a few KiB, on every resize).
 //!
 //! Where each pixel is touched: `crop` (resize), `color` (flip fused with the
 //! u8 -> f32 step, jitter, grayscale, solarize), `blur`, `output`.
