@@ -60,6 +60,30 @@ pub fn gaussian_kernel(sigma: f32, out: &mut Vec<f32>) {
 
 /// Blurs each of the three `width` x `height` planes in `p` in place.
 pub fn blur(p: &mut [f32], width: usize, height: usize, sigma: f32, s: &mut BlurScratch) {
+    blur_planes(p, width, height, sigma, s, false);
+}
+
+/// [`blur`] for an image whose three planes are equal (a grayscale view):
+/// blurs the first and copies it over the other two, bit for bit what
+/// [`blur`] gives, in a third of the time.
+pub fn blur_equal_planes(
+    p: &mut [f32],
+    width: usize,
+    height: usize,
+    sigma: f32,
+    s: &mut BlurScratch,
+) {
+    blur_planes(p, width, height, sigma, s, true);
+}
+
+fn blur_planes(
+    p: &mut [f32],
+    width: usize,
+    height: usize,
+    sigma: f32,
+    s: &mut BlurScratch,
+    equal: bool,
+) {
     let n = width * height;
     if n == 0 {
         return;
@@ -68,8 +92,14 @@ pub fn blur(p: &mut [f32], width: usize, height: usize, sigma: f32, s: &mut Blur
     let taps = s.kernel.len();
     s.ring.resize((taps + 1) * width, 0.0);
     s.padded.resize(width + taps - 1, 0.0);
-    for plane in p[..3 * n].chunks_exact_mut(n) {
+    let planes = if equal { 1 } else { 3 };
+    for plane in p[..planes * n].chunks_exact_mut(n) {
         blur_plane(plane, width, height, &s.kernel, &mut s.ring, &mut s.padded);
+    }
+    if equal {
+        let (first, rest) = p[..3 * n].split_at_mut(n);
+        rest[..n].copy_from_slice(first);
+        rest[n..].copy_from_slice(first);
     }
 }
 
@@ -347,7 +377,15 @@ mod tests {
                 assert!(worst < 1e-3, "{w}x{h}, sigma {sigma}: {worst}");
             }
         }
+        // Equal planes (a grayscale view): the shortcut gives the same bits.
         let (w, h) = (29, 17);
+        let gray: Vec<f32> = noise(w, h)[..w * h].repeat(3);
+        let mut full = gray.clone();
+        blur(&mut full, w, h, 1.3, &mut scratch);
+        let mut short = gray.clone();
+        blur_equal_planes(&mut short, w, h, 1.3, &mut scratch);
+        assert_eq!(full, short);
+        assert_ne!(full, gray, "it did blur");
         let src = noise(w, h);
         let mut flat = vec![77.0f32; 3 * w * h];
         blur(&mut flat, w, h, 2.0, &mut BlurScratch::default());

@@ -7,7 +7,9 @@
 //! AVX2+FMA / SSE4.1 / NEON and chosen at run time by `multiversion`) and a
 //! scalar reference in [`reference`], written pixel by pixel on interleaved
 //! RGB the obvious way; tests hold the two to the same results. Every op
-//! clamps its result to [0, 255], as the reference does after each op.
+//! clamps its result to [0, 255], as the reference does after each op
+//! (where an op cannot leave the range, a factor <= 1 blending values in
+//! it, the clamp is skipped: the result is in range to within f32 rounding).
 
 use multiversion::multiversion;
 
@@ -66,8 +68,17 @@ fn deinterleave(src: &[u8], flip: bool, r: &mut [f32], g: &mut [f32], b: &mut [f
 /// Brightness: multiply by `factor`.
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn brightness(p: &mut [f32], factor: f32) {
-    for x in p.iter_mut() {
-        *x = clamp255(*x * factor);
+    // Values in [0, 255] times a factor >= 0 stay >= 0: only the top needs
+    // the clamp, and only when the factor exceeds 1.
+    let factor = factor.max(0.0);
+    if factor <= 1.0 {
+        for x in p.iter_mut() {
+            *x *= factor;
+        }
+    } else {
+        for x in p.iter_mut() {
+            *x = min_f(*x * factor, 255.0);
+        }
     }
 }
 
@@ -109,9 +120,23 @@ pub fn contrast(p: &mut [f32], factor: f32) {
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn blend_const(p: &mut [f32], factor: f32, c: f32) {
     let k = (1.0 - factor) * c;
-    for x in p.iter_mut() {
-        *x = clamp255(factor * *x + k);
+    if convex(factor) {
+        for x in p.iter_mut() {
+            *x = factor * *x + k;
+        }
+    } else {
+        for x in p.iter_mut() {
+            *x = clamp255(factor * *x + k);
+        }
     }
+}
+
+/// Whether blending with `factor` is a convex combination (factor in
+/// [0, 1]): of two values in [0, 255] it stays in [0, 255] (to within f32
+/// rounding, which the output conversion saturates), so the clamp can go.
+#[inline(always)]
+fn convex(factor: f32) -> bool {
+    (0.0..=1.0).contains(&factor)
 }
 
 /// Saturation: blend each pixel with its luma.
@@ -123,11 +148,24 @@ pub fn saturation(p: &mut [f32], factor: f32) {
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn saturation_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], factor: f32) {
     let k = 1.0 - factor;
-    for i in 0..r.len() {
-        let l = LUMA[0] * r[i] + LUMA[1] * g[i] + LUMA[2] * b[i];
-        r[i] = clamp255(factor * r[i] + k * l);
-        g[i] = clamp255(factor * g[i] + k * l);
-        b[i] = clamp255(factor * b[i] + k * l);
+    // The luma weights scaled by k: k * luma in one dot product.
+    let kw = LUMA.map(|w| k * w);
+    let n = r.len().min(g.len()).min(b.len());
+    let (r, g, b) = (&mut r[..n], &mut g[..n], &mut b[..n]);
+    if convex(factor) {
+        for i in 0..n {
+            let kl = kw[0] * r[i] + kw[1] * g[i] + kw[2] * b[i];
+            r[i] = factor * r[i] + kl;
+            g[i] = factor * g[i] + kl;
+            b[i] = factor * b[i] + kl;
+        }
+    } else {
+        for i in 0..n {
+            let kl = kw[0] * r[i] + kw[1] * g[i] + kw[2] * b[i];
+            r[i] = clamp255(factor * r[i] + kl);
+            g[i] = clamp255(factor * g[i] + kl);
+            b[i] = clamp255(factor * b[i] + kl);
+        }
     }
 }
 
@@ -165,7 +203,7 @@ pub fn solarize(p: &mut [f32]) {
 /// division, so it vectorises cheaply: with chroma `cr = max - min` and
 /// `k = (n + 6h) mod 6` (n = 5, 3, 1 for r, g, b), each channel comes back
 /// as `max - clamp(min(cr k, 4 cr - cr k), 0, cr)`, and `cr k` is computed
-/// directly as `cr (n + base + 6 shift) + diff` (the textbook
+/// directly as `cr ((base + 6 shift) mod 6) + diff + n cr` (the textbook
 /// `6h = base + diff / cr`) wrapped into [0, 6 cr). Values stay within
 /// [min, max] of each pixel's channels, so no clamp is needed.
 pub fn hue(p: &mut [f32], shift: f32) {
@@ -188,35 +226,40 @@ fn min_f(a: f32, b: f32) -> f32 {
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
-    // The shift in sixths of a turn, in [0, 6).
+    // The shift in sixths of a turn, in [0, 6), added to the base sector of
+    // each possible largest channel (r: 0, g: 2, b: 4) and wrapped: three
+    // constants, so a pixel only selects one.
     let s6 = (6.0 * shift).rem_euclid(6.0);
+    let wrap6 = |t: f32| if t >= 6.0 { t - 6.0 } else { t };
+    let (t_r, t_g, t_b) = (s6, wrap6(2.0 + s6), wrap6(4.0 + s6));
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
         let (rr, gg, bb) = (*r, *g, *b);
         let maxc = max_f(max_f(rr, gg), bb);
         let minc = min_f(min_f(rr, gg), bb);
         let cr = maxc - minc;
         // 6h = base + diff / cr: which channel is largest picks the sector.
-        let (base, diff) = if maxc == rr {
-            (0.0, gg - bb)
+        let (t, diff) = if maxc == rr {
+            (t_r, gg - bb)
         } else if maxc == gg {
-            (2.0, bb - rr)
+            (t_g, bb - rr)
         } else {
-            (4.0, rr - gg)
+            (t_b, rr - gg)
         };
-        let mut t = base + s6;
-        t -= if t >= 6.0 { 6.0 } else { 0.0 };
         // cr (6h + 6 shift) in [-cr, 7 cr).
         let k0 = cr * t + diff;
-        let (cr4, cr6) = (4.0 * cr, 6.0 * cr);
-        let channel = |n: f32| {
+        let cr2 = cr + cr;
+        let (cr4, cr6) = (cr2 + cr2, cr2 + cr2 + cr2);
+        let channel = |k: f32| {
             // In [0, 12 cr): one wrap brings it into [0, 6 cr).
-            let mut k = cr * n + k0;
-            k -= if k >= cr6 { cr6 } else { 0.0 };
+            let k = k - if k >= cr6 { cr6 } else { 0.0 };
             maxc - min_f(max_f(min_f(k, cr4 - k), 0.0), cr)
         };
-        *r = channel(5.0);
-        *g = channel(3.0);
-        *b = channel(1.0);
+        // k = cr n + k0 for n = 1, 3, 5 (b, g, r), by additions.
+        let kb = k0 + cr;
+        let kg = kb + cr2;
+        *r = channel(kg + cr2);
+        *g = channel(kg);
+        *b = channel(kb);
     }
 }
 

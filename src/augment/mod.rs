@@ -264,7 +264,12 @@ impl Augmenter {
         );
         let t2 = Instant::now();
         if let Some(sigma) = p.blur_sigma {
-            blur::blur(&mut self.planes, s, s, sigma, &mut self.blur);
+            if p.grayscale {
+                // Grayscale is the last colour op: the planes are equal.
+                blur::blur_equal_planes(&mut self.planes, s, s, sigma, &mut self.blur);
+            } else {
+                blur::blur(&mut self.planes, s, s, sigma, &mut self.blur);
+            }
         }
         let t3 = Instant::now();
         if p.solarize {
