@@ -5,10 +5,12 @@
 //!
 //! Each plane is blurred in one sweep down its rows: a row is filtered
 //! horizontally into a ring of the last `2 radius + 2` such rows (at most
-//! 12.5 KiB for a 224-px view at SPEC's largest sigma, so it stays in L1), and as soon as the ring holds every row the next two
-//! output rows need, they are filtered vertically out of the ring together
-//! (each ring load feeds both) and written back in place. No full-size
-//! intermediate image exists.
+//! 12.5 KiB for a 224-px view at SPEC's largest sigma, so it stays in L1),
+//! and as soon as the ring holds every row the next two output rows need,
+//! they are filtered vertically out of the ring together (each ring load
+//! feeds both) and written back in place. No full-size intermediate image
+//! exists. A grayscale view's three equal planes are blurred once
+//! ([`blur_equal_planes`]).
 
 use multiversion::multiversion;
 
