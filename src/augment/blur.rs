@@ -251,10 +251,10 @@ fn blur_plane(
     // The ring keeps the rows two adjacent outputs need.
     let slots = taps + 1;
     let mut down = [0usize; MAX_TAPS + 1];
-    // Ring slot of source row q is q mod slots, kept without division (a
-    // 64-bit `%` per tap per row cost more than the filtering): `slot_next`
-    // is next's slot, `slot_y` is y's.
-    let (mut next, mut slot_next, mut slot_y) = (0, 0, 0);
+    // Ring slot of source row q is q mod slots. A `%` per tap per row cost
+    // more than the filtering, so it is taken once per row and the taps'
+    // slots follow from y's by at most one wrap.
+    let mut next = 0;
     let mut y = 0;
     while y < height {
         // Two output rows (one for the last of an odd height).
@@ -266,18 +266,14 @@ fn blur_plane(
             padded[..r].fill(row[0]);
             padded[r..r + width].copy_from_slice(row);
             padded[r + width..].fill(row[width - 1]);
-            let at = slot_next * width;
+            let at = (next % slots) * width;
             filter_row_h(fma, k, padded, &mut ring[at..at + width]);
             next += 1;
-            slot_next = if slot_next + 1 == slots {
-                0
-            } else {
-                slot_next + 1
-            };
         }
         // The ring holds the last `slots` filtered rows, which include
         // every row in [y - r, last + r] (clamped); rows y and last of the
         // plane have already been read, so they can be overwritten.
+        let slot_y = y % slots;
         for (j, o) in down[..=taps].iter_mut().enumerate() {
             let row = (y + j).saturating_sub(r).min(height - 1);
             // row - y is within [-r, r + 1]: one wrap at most either way.
@@ -297,9 +293,6 @@ fn blur_plane(
             filter_rows2(fma, k, &down[..=taps], ring, a, b);
         } else {
             filter_row(fma, k, &down[..taps], ring, out);
-        }
-        for _ in 0..1 + usize::from(pair) {
-            slot_y = if slot_y + 1 == slots { 0 } else { slot_y + 1 };
         }
         y = last + 1;
     }

@@ -119,24 +119,34 @@ pub fn contrast(p: &mut [f32], factor: f32) {
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn blend_const(p: &mut [f32], factor: f32, c: f32) {
+    #[inline(always)]
+    fn each<const CLAMP: bool>(p: &mut [f32], factor: f32, k: f32) {
+        for x in p.iter_mut() {
+            *x = clamp_if::<CLAMP>(factor * *x + k);
+        }
+    }
     let k = (1.0 - factor) * c;
     if convex(factor) {
-        for x in p.iter_mut() {
-            *x = factor * *x + k;
-        }
+        each::<false>(p, factor, k)
     } else {
-        for x in p.iter_mut() {
-            *x = clamp255(factor * *x + k);
-        }
+        each::<true>(p, factor, k)
     }
 }
 
 /// Whether blending with `factor` is a convex combination (factor in
 /// [0, 1]): of two values in [0, 255] it stays in [0, 255] (to within f32
 /// rounding, which the output conversion saturates), so the clamp can go.
+/// The ops pass the answer on as a const parameter, so each case compiles
+/// to its own loop.
 #[inline(always)]
 fn convex(factor: f32) -> bool {
     (0.0..=1.0).contains(&factor)
+}
+
+/// [`clamp255`] when `CLAMP`, else `x` unchanged.
+#[inline(always)]
+fn clamp_if<const CLAMP: bool>(x: f32) -> f32 {
+    if CLAMP { clamp255(x) } else { x }
 }
 
 /// Saturation: blend each pixel with its luma.
@@ -147,25 +157,24 @@ pub fn saturation(p: &mut [f32], factor: f32) {
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn saturation_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], factor: f32) {
-    let k = 1.0 - factor;
-    // The luma weights scaled by k: k * luma in one dot product.
-    let kw = LUMA.map(|w| k * w);
-    let n = r.len().min(g.len()).min(b.len());
-    let (r, g, b) = (&mut r[..n], &mut g[..n], &mut b[..n]);
+    #[inline(always)]
+    fn each<const CLAMP: bool>(r: &mut [f32], g: &mut [f32], b: &mut [f32], factor: f32) {
+        // The luma weights scaled by 1 - factor: (1 - factor) luma in one
+        // dot product.
+        let kw = LUMA.map(|w| (1.0 - factor) * w);
+        let n = r.len().min(g.len()).min(b.len());
+        let (r, g, b) = (&mut r[..n], &mut g[..n], &mut b[..n]);
+        for i in 0..n {
+            let kl = kw[0] * r[i] + kw[1] * g[i] + kw[2] * b[i];
+            r[i] = clamp_if::<CLAMP>(factor * r[i] + kl);
+            g[i] = clamp_if::<CLAMP>(factor * g[i] + kl);
+            b[i] = clamp_if::<CLAMP>(factor * b[i] + kl);
+        }
+    }
     if convex(factor) {
-        for i in 0..n {
-            let kl = kw[0] * r[i] + kw[1] * g[i] + kw[2] * b[i];
-            r[i] = factor * r[i] + kl;
-            g[i] = factor * g[i] + kl;
-            b[i] = factor * b[i] + kl;
-        }
+        each::<false>(r, g, b, factor)
     } else {
-        for i in 0..n {
-            let kl = kw[0] * r[i] + kw[1] * g[i] + kw[2] * b[i];
-            r[i] = clamp255(factor * r[i] + kl);
-            g[i] = clamp255(factor * g[i] + kl);
-            b[i] = clamp255(factor * b[i] + kl);
-        }
+        each::<true>(r, g, b, factor)
     }
 }
 
