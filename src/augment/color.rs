@@ -208,13 +208,16 @@ pub fn solarize(p: &mut [f32]) {
 }
 
 /// Hue: rotate the hue by `shift` of a full turn (torchvision's
-/// `adjust_hue` as a float HSV rotation). Arithmetic and selects only, no
-/// division, so it vectorises cheaply: with chroma `cr = max - min` and
-/// `k = (n + 6h) mod 6` (n = 5, 3, 1 for r, g, b), each channel comes back
-/// as `max - clamp(min(cr k, 4 cr - cr k), 0, cr)`, and `cr k` is computed
-/// directly as `cr ((base + 6 shift) mod 6) + diff + n cr` (the textbook
-/// `6h = base + diff / cr`) wrapped into [0, 6 cr). Values stay within
-/// [min, max] of each pixel's channels, so no clamp is needed.
+/// `adjust_hue` as a float HSV rotation), with arithmetic and selects only.
+/// With chroma `cr = max - min` and the pixel's hue in sixths of a turn
+/// `6h = base + diff / cr` (base 0, 2, 4 as r, g or b is largest), channel
+/// n (5, 3, 1 for r, g, b) comes back as `max - cr clamp(2 - d, 0, 1)`,
+/// `d` the distance on the circle of six between `6h + 6 shift + n` and 2.
+/// In units of `cr`, for g, that is `u = cr (t + 1) + diff` with
+/// `t = base + 6 shift` taken in [-4, 2); r and b are `u +- 2 cr`. All
+/// three lie within [-6, 6] cr, so the distance is `min(|u|, 6 cr - |u|)`:
+/// no wrapping, no division. Values stay within [min, max] of each pixel's
+/// channels, so no clamp is needed.
 pub fn hue(p: &mut [f32], shift: f32) {
     let (r, g, b) = planes_mut(p);
     hue_rgb(r, g, b, shift);
@@ -235,40 +238,36 @@ fn min_f(a: f32, b: f32) -> f32 {
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
-    // The shift in sixths of a turn, in [0, 6), added to the base sector of
-    // each possible largest channel (r: 0, g: 2, b: 4) and wrapped: three
-    // constants, so a pixel only selects one.
-    let s6 = (6.0 * shift).rem_euclid(6.0);
-    let wrap6 = |t: f32| if t >= 6.0 { t - 6.0 } else { t };
-    let (t_r, t_g, t_b) = (s6, wrap6(2.0 + s6), wrap6(4.0 + s6));
+    // `t + 1` for each possible largest channel (base 0, 2, 4 for r, g,
+    // b): three constants, so a pixel only selects one.
+    let s6 = 6.0 * shift;
+    let t1 = [0.0f32, 2.0, 4.0].map(|base| {
+        let t = (base + s6).rem_euclid(6.0);
+        1.0 + if t >= 2.0 { t - 6.0 } else { t }
+    });
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
         let (rr, gg, bb) = (*r, *g, *b);
         let maxc = max_f(max_f(rr, gg), bb);
         let minc = min_f(min_f(rr, gg), bb);
         let cr = maxc - minc;
-        // 6h = base + diff / cr: which channel is largest picks the sector.
-        let (t, diff) = if maxc == rr {
-            (t_r, gg - bb)
+        // Which channel is largest picks the sector.
+        let (t1, diff) = if maxc == rr {
+            (t1[0], gg - bb)
         } else if maxc == gg {
-            (t_g, bb - rr)
+            (t1[1], bb - rr)
         } else {
-            (t_b, rr - gg)
+            (t1[2], rr - gg)
         };
-        // cr (6h + 6 shift) in [-cr, 7 cr).
-        let k0 = cr * t + diff;
+        let ug = cr * t1 + diff;
         let cr2 = cr + cr;
-        let (cr4, cr6) = (cr2 + cr2, cr2 + cr2 + cr2);
-        let channel = |k: f32| {
-            // In [0, 12 cr): one wrap brings it into [0, 6 cr).
-            let k = k - if k >= cr6 { cr6 } else { 0.0 };
-            maxc - min_f(max_f(min_f(k, cr4 - k), 0.0), cr)
+        let cr4 = cr2 + cr2;
+        let channel = |u: f32| {
+            let a = u.abs();
+            maxc - min_f(max_f(max_f(cr2 - a, a - cr4), 0.0), cr)
         };
-        // k = cr n + k0 for n = 1, 3, 5 (b, g, r), by additions.
-        let kb = k0 + cr;
-        let kg = kb + cr2;
-        *r = channel(kg + cr2);
-        *g = channel(kg);
-        *b = channel(kb);
+        *r = channel(ug + cr2);
+        *g = channel(ug);
+        *b = channel(ug - cr2);
     }
 }
 
