@@ -241,7 +241,9 @@ fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
     // `t + 1` for each possible largest channel (base 0, 2, 4 for r, g,
     // b): three constants, so a pixel only selects one.
     let s6 = 6.0 * shift;
-    let t1 = [0.0f32, 2.0, 4.0].map(|base| {
+    // Three scalars, not an array: indexed in the loop, the choice below
+    // can compile to a gather (seen in an experiment this session).
+    let [t_r, t_g, t_b] = [0.0f32, 2.0, 4.0].map(|base| {
         let t = (base + s6).rem_euclid(6.0);
         1.0 + if t >= 2.0 { t - 6.0 } else { t }
     });
@@ -252,11 +254,11 @@ fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
         let cr = maxc - minc;
         // Which channel is largest picks the sector.
         let (t1, diff) = if maxc == rr {
-            (t1[0], gg - bb)
+            (t_r, gg - bb)
         } else if maxc == gg {
-            (t1[1], bb - rr)
+            (t_g, bb - rr)
         } else {
-            (t1[2], rr - gg)
+            (t_b, rr - gg)
         };
         let ug = cr * t1 + diff;
         let cr2 = cr + cr;
