@@ -5,9 +5,10 @@
 
 use std::hint::black_box;
 
-use barlow::augment::{blur, color, crop, output};
-use barlow::codec::{RgbImage, encode_jpeg};
-use barlow::decode::Decoder;
+use barlow::data::augment::{blur, color, crop, output};
+use barlow::data::decode::Decoder;
+use barlow::data::decode::RgbImage;
+use barlow::prep::transcode::encode_jpeg;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const S: usize = 224;

@@ -21,7 +21,7 @@ pub type CudaF16 = burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::f16
 #[cfg(feature = "cuda")]
 pub use burn::backend::cuda::CudaDevice;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
     /// Flex, burn's pure-Rust CPU backend.
@@ -31,15 +31,28 @@ pub enum BackendKind {
     Cuda,
 }
 
+impl crate::Choice for BackendKind {
+    const NAMES: &'static [(Self, &'static str)] =
+        &[(BackendKind::Cpu, "cpu"), (BackendKind::Cuda, "cuda")];
+}
+
 /// Floating-point type of the network on the device. The Barlow Twins
 /// cross-correlation and loss are computed in f32 whatever this says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
     #[default]
     F32,
     Bf16,
     F16,
+}
+
+impl crate::Choice for Precision {
+    const NAMES: &'static [(Self, &'static str)] = &[
+        (Precision::F32, "f32"),
+        (Precision::Bf16, "bf16"),
+        (Precision::F16, "f16"),
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -1,28 +1,62 @@
 //! barlow: Barlow Twins self-supervised pretraining with a streaming data
 //! loader.
 //!
-//! The modules follow the data's path: [`shardify`] turns image files into
-//! [`shard`]s; then [`sampler`] -> [`decode`] -> [`augment`] -> [`batch`] ->
-//! [`loader`] (workers, ordered delivery, prefetch) feed [`train`], which
-//! runs [`model`] and [`loss`] and steps [`optim`] on a [`backend`] (CPU or
-//! CUDA); [`eval`] measures the features (kNN). [`datasets`] makes sample
-//! data so that every step runs without a download.
+//! The modules follow the data's path:
+//!
+//! - [`prep`] (offline): [`prep::shardify`] turns image files into shards;
+//!   [`prep::transcode`] re-encodes what is not a JPEG; [`prep::datasets`]
+//!   makes sample data so that every step runs without a download;
+//!   [`prep::preview`] draws views for a person to look at.
+//! - [`data`] (at training time, in order): [`data::shard`] ->
+//!   [`data::sampler`] -> [`data::decode`] -> [`data::augment`] ->
+//!   [`data::loader`] (batch slots, workers, prefetch).
+//! - The method: [`model`] (ResNet + projector), [`loss`] (the Barlow Twins
+//!   objective), [`optim`] (LARS and its schedule), [`train`] (the loop,
+//!   checkpoints), [`eval`] (kNN), on a [`backend`] (CPU or CUDA).
+//! - Small shared pieces: [`fs`] (atomic writes), [`pool`] (the worker
+//!   pool of the offline tools), [`rng`] (named random streams),
+//!   [`progress`] (reporting without printing), [`error`] (the I/O error
+//!   shape every module uses).
+//!
+//! The method and every deviation from the reference are described in
+//! `docs/method.md`.
 
-pub mod augment;
+pub mod data;
+pub mod prep;
+
 pub mod backend;
-pub mod batch;
-pub mod codec;
-pub mod datasets;
-pub mod decode;
 pub mod eval;
-pub mod loader;
 pub mod loss;
 pub mod model;
 pub mod optim;
-pub mod preview;
+pub mod train;
+
+pub mod error;
+pub mod fs;
+pub mod pool;
 pub mod progress;
 pub mod rng;
-pub mod sampler;
-pub mod shard;
-pub mod shardify;
-pub mod train;
+
+/// A setting with a fixed set of names: what a command line or a config
+/// file may say for it. The binaries build their argument parsers from
+/// [`Choice::NAMES`]; the library derives no command-line traits itself.
+pub trait Choice: Copy + PartialEq + 'static {
+    /// Every value and its name, in the order help texts list them.
+    const NAMES: &'static [(Self, &'static str)];
+
+    /// The value's name.
+    fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(v, _)| *v == self)
+            .map_or("?", |(_, n)| n)
+    }
+
+    /// The value called `name`, if any.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(v, _)| *v)
+    }
+}

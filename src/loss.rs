@@ -1,4 +1,4 @@
-//! The Barlow Twins objective, as SPEC writes it:
+//! The Barlow Twins objective, as the paper writes it (`docs/method.md`):
 //!
 //! ```text
 //! c    = bn(z1)^T bn(z2) / N          bn: per-feature standardisation over the
@@ -15,7 +15,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
 
-/// SPEC's batch-norm epsilon.
+/// The reference's batch-norm epsilon.
 pub const BN_EPS: f64 = 1e-5;
 
 /// Per-feature standardisation over the batch (dim 0): zero mean, unit
@@ -61,7 +61,7 @@ mod tests {
     type B = Flex;
     type AB = Autodiff<Flex>;
 
-    /// An independent f64 implementation, written from SPEC's formula.
+    /// An independent f64 implementation, written from the paper's formula.
     #[allow(clippy::needless_range_loop)]
     fn reference(z1: &[Vec<f64>], z2: &[Vec<f64>], lambda: f64) -> f64 {
         let n = z1.len();

@@ -11,6 +11,9 @@ pub trait Progress: Sync {
     fn advance(&self, _n: u64) {}
     /// A short status shown beside the bar (loss, rates).
     fn message(&self, _msg: &str) {}
+    /// Work up to here is on disk and survives a crash: `count` units of
+    /// `what` (for example 3 "shards complete").
+    fn saved(&self, _what: &str, _count: u64) {}
     /// The phase is over.
     fn finish(&self) {}
 }

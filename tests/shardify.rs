@@ -7,10 +7,10 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use barlow::codec;
+use barlow::data::decode;
+use barlow::data::shard::{Dataset, FLAG_DOWNSIZED, FLAG_TRANSCODED, NO_LABEL};
+use barlow::prep::shardify::{self, Input, Layout, Options, ShardifyError};
 use barlow::progress::Silent;
-use barlow::shard::{Dataset, FLAG_DOWNSIZED, FLAG_TRANSCODED, NO_LABEL};
-use barlow::shardify::{self, Input, Layout, Options, ShardifyError};
 use common::*;
 
 fn folder(path: &Path) -> Input {
@@ -79,12 +79,12 @@ fn keeps_every_decodable_kind_and_counts_them_exactly() {
                 "{name} kept byte for byte"
             );
         }
-        let img = codec::decode_jpeg(r.bytes, u64::MAX).unwrap();
+        let img = decode::decode_jpeg(r.bytes, u64::MAX).unwrap();
         assert_eq!((img.width, img.height), (w, h), "{name}");
     }
     // The CMYK rose is mostly red, like the RGB one: colour conversion happened.
     let rgb_mean = |i: u64| {
-        let img = codec::decode_jpeg(ds.record(i).unwrap().bytes, u64::MAX).unwrap();
+        let img = decode::decode_jpeg(ds.record(i).unwrap().bytes, u64::MAX).unwrap();
         let n = (img.width * img.height) as f64;
         let mut m = [0f64; 3];
         for p in img.pixels.chunks_exact(3) {
@@ -507,7 +507,7 @@ fn max_side_downsizes_and_verify_decodes() {
         (big.meta.width, big.meta.height, big.meta.flags),
         (100, 40, FLAG_DOWNSIZED)
     );
-    let img = codec::decode_jpeg(big.bytes, u64::MAX).unwrap();
+    let img = decode::decode_jpeg(big.bytes, u64::MAX).unwrap();
     assert_eq!((img.width, img.height), (100, 40));
     assert_eq!(
         ds.record(1).unwrap().bytes,

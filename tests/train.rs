@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use barlow::prep::shardify::{self, Input, Layout, Options};
 use barlow::progress::Silent;
-use barlow::shardify::{self, Input, Layout, Options};
 use common::*;
 
 fn barlow() -> Command {

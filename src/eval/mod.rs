@@ -1,5 +1,6 @@
 //! Evaluation of a backbone: features of a dataset under the eval transform
-//! ([`features`]) and the weighted kNN classifier ([`knn`]).
+//! ([`features`]), the weighted kNN classifier ([`knn`]), and the two put
+//! together ([`knn_accuracy`]).
 
 pub mod knn;
 
@@ -8,13 +9,38 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::augment::AugmentConfig;
-use crate::batch::PixelFormat;
-use crate::loader::{Loader, LoaderConfig, LoaderError, Mode};
+use crate::data::augment::AugmentConfig;
+use crate::data::loader::{Loader, LoaderConfig, LoaderError, Mode, PixelFormat};
+use crate::data::sampler::{Order, Position, SamplerConfig};
+use crate::data::shard::Dataset;
 use crate::model::{ResNet, normalise_u8};
 use crate::progress::Progress;
-use crate::sampler::{Order, Position, SamplerConfig};
-use crate::shard::Dataset;
+
+/// Why an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Knn(#[from] knn::KnnError),
+}
+
+/// The kNN top-1/top-5 of `backbone` (in its current mode: pass the
+/// `valid()` model for running BatchNorm statistics) on `val`, with `train`
+/// as the memory bank, both under the eval transform.
+pub fn knn_accuracy<B: Backend>(
+    backbone: &ResNet<B>,
+    train: Arc<Dataset>,
+    val: Arc<Dataset>,
+    knn_cfg: &knn::KnnConfig,
+    features_cfg: &FeatureConfig,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<knn::KnnResult, EvalError> {
+    let train = features(backbone, train, features_cfg, device, progress)?;
+    let val = features(backbone, val, features_cfg, device, progress)?;
+    Ok(knn::knn::<B>(&train, &val, knn_cfg, device)?)
+}
 
 /// L2-normalised features of every record, in dataset order.
 #[derive(Debug, Clone, PartialEq)]

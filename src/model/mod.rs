@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 
 pub use resnet::{Arch, ResNet, ResNetConfig};
 
-/// Parses SPEC's `--projector 8192-8192-8192` notation.
+/// Parses the reference's `--projector 8192-8192-8192` notation.
 pub fn parse_projector(s: &str) -> Result<Vec<usize>, String> {
     let dims: Result<Vec<usize>, _> = s.split('-').map(|p| p.trim().parse::<usize>()).collect();
     match dims {
@@ -89,13 +89,13 @@ impl<B: Backend> BarlowTwins<B> {
     }
 }
 
-/// u8 NCHW pixels -> f32 normalised with SPEC's mean and std, on the device.
+/// u8 NCHW pixels -> f32 normalised with the reference's mean and std, on the device.
 pub fn normalise_u8<B: Backend>(
     pixels: &[u8],
     shape: [usize; 4],
     device: &B::Device,
 ) -> Tensor<B, 4> {
-    use crate::augment::output::{MEAN, STD};
+    use crate::data::augment::output::{MEAN, STD};
     let data = burn::tensor::TensorData::new(pixels.to_vec(), shape);
     let x =
         Tensor::<B, 4, burn::tensor::Int>::from_data(data.convert::<i32>(), device).float() / 255.0;
@@ -135,7 +135,7 @@ mod tests {
         for n in 0..2 {
             let s = &px[n * 12..(n + 1) * 12];
             let planes: Vec<f32> = s.iter().map(|&v| v as f32).collect();
-            crate::augment::output::write_f32(&planes, &mut want[n * 12..(n + 1) * 12]);
+            crate::data::augment::output::write_f32(&planes, &mut want[n * 12..(n + 1) * 12]);
         }
         for (a, b) in x.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");

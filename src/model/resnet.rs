@@ -21,12 +21,20 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 /// Which ResNet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
     Resnet18,
     Resnet34,
     Resnet50,
+}
+
+impl crate::Choice for Arch {
+    const NAMES: &'static [(Self, &'static str)] = &[
+        (Arch::Resnet18, "resnet18"),
+        (Arch::Resnet34, "resnet34"),
+        (Arch::Resnet50, "resnet50"),
+    ];
 }
 
 impl Arch {

@@ -23,7 +23,7 @@ use burn::record::Record;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-/// LARS hyper-parameters (SPEC's defaults).
+/// LARS hyper-parameters (the reference's defaults).
 #[derive(Config, Debug)]
 pub struct LarsConfig {
     #[config(default = 1e-6)]
@@ -32,7 +32,7 @@ pub struct LarsConfig {
     pub momentum: f64,
     #[config(default = 0.001)]
     pub eta: f64,
-    /// lr_biases / lr_weights (SPEC: 0.0048 / 0.2).
+    /// lr_biases / lr_weights (reference: 0.0048 / 0.2).
     #[config(default = 0.024)]
     pub biases_over_weights: f64,
 }
@@ -136,7 +136,7 @@ mod tests {
             .collect()
     }
 
-    /// SPEC's formula in plain f64.
+    /// The reference formula in plain f64.
     fn reference(
         p: &[f64],
         g: &[f64],

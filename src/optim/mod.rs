@@ -1,4 +1,4 @@
-//! The optimiser of SPEC: LARS with two parameter groups, and the warm-up +
+//! The optimiser of the reference (`docs/method.md`): LARS with two parameter groups, and the warm-up +
 //! cosine learning-rate schedule, stepped every iteration.
 
 pub mod lars;

@@ -1,4 +1,4 @@
-//! SPEC's learning-rate schedule, as the reference code computes it every
+//! The reference's learning-rate schedule (`docs/method.md`), as the reference code computes it every
 //! step: linear warm-up from 0 to `base` over the warm-up steps, then a
 //! half cosine from `base` down to `final_fraction * base` at the last step.
 //! (burn's own schedulers cap the rate at 1.0 and restart; this one does
@@ -8,20 +8,21 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WarmupCosine {
-    /// Peak rate of the weights group (SPEC: 0.2 x batch / 256).
+    /// Peak rate of the weights group (reference: 0.2 x batch / 256).
     pub base_lr_weights: f64,
-    /// Peak rate of the biases-and-BN group (SPEC: 0.0048 x batch / 256).
+    /// Peak rate of the biases-and-BN group (reference: 0.0048 x batch / 256).
     pub base_lr_biases: f64,
     pub warmup_steps: u64,
     pub total_steps: u64,
-    /// The rate at the end, as a fraction of the peak (SPEC: 0.001).
+    /// The rate at the end, as a fraction of the peak (reference: 0.001).
     pub final_fraction: f64,
 }
 
 impl WarmupCosine {
-    /// SPEC's defaults for a global batch of `batch_size`, `epochs` epochs
-    /// of `steps_per_epoch` steps and 10 warm-up epochs (fewer when the run
-    /// is shorter than 10 epochs: a tenth of it).
+    /// The reference's defaults for a global batch of `batch_size`, `epochs`
+    /// epochs of `steps_per_epoch` steps: 10 warm-up epochs, or a tenth of
+    /// the run's steps when that is fewer (any run under 100 epochs; none
+    /// under 10 steps). See `docs/method.md`.
     pub fn spec(
         batch_size: usize,
         epochs: u64,
@@ -65,7 +66,7 @@ mod tests {
 
     #[test]
     fn values_at_start_end_of_warmup_middle_and_end() {
-        // Batch 2048 (base 8), 1000 epochs of 625 steps: SPEC's run.
+        // Batch 2048 (base 8), 1000 epochs of 625 steps: the paper's run.
         let s = WarmupCosine::spec(2048, 1000, 625, 0.2, 0.0048);
         assert_eq!(s.warmup_steps, 6250);
         assert_eq!(s.total_steps, 625_000);

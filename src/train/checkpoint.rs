@@ -22,8 +22,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
 use super::TrainConfig;
+use crate::data::sampler::Position;
+use crate::error::IoError;
 use crate::model::BarlowTwins;
-use crate::sampler::Position;
 
 /// The folder, under a run folder, that holds its checkpoints.
 pub const CHECKPOINTS: &str = "checkpoints";
@@ -35,12 +36,8 @@ type Rec = BinFileRecorder<FullPrecisionSettings>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{path}: {message}")]
     Record { path: PathBuf, message: String },
     #[error("{path}: not a checkpoint or a run folder with checkpoints")]
@@ -60,9 +57,11 @@ pub struct CheckpointState {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        CheckpointError::Io(IoError {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -82,13 +81,6 @@ fn parse_name(name: &str) -> Option<u64> {
     (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
-}
-
-/// Flushes a file or folder to disk.
-fn sync(path: &Path) -> Result<(), CheckpointError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
 }
 
 /// Writes a checkpoint of `model` and `optim` under `run/checkpoints/`,
@@ -131,14 +123,13 @@ where
         optim_path.with_extension("bin"),
         state_path,
     ] {
-        sync(&f)?;
+        crate::fs::sync(&f)?;
     }
-    sync(&tmp)?;
+    crate::fs::sync(&tmp)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    sync(&root)?;
+    crate::fs::rename_durably(&tmp, &final_dir)?;
     Ok(final_dir)
 }
 

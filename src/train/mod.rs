@@ -4,7 +4,7 @@
 //! the CPU, CUDA on NVIDIA GPUs: see [`crate::backend`]).
 //!
 //! Guarantees:
-//! - SPEC's defaults (batch scaling of the rates, lambda, LARS, schedule).
+//! - The reference's defaults (`docs/method.md`) (batch scaling of the rates, lambda, LARS, schedule).
 //! - **Exact resume.** A checkpoint ([`checkpoint`]) is written at the end
 //!   of every epoch, every `checkpoint_every` steps and at the end of the
 //!   run; it holds the model (BatchNorm statistics included), the optimiser
@@ -17,31 +17,34 @@
 //!   `backbone.bin` (the backbone alone, at the end) and `loss.png`.
 
 pub mod checkpoint;
+mod log;
 pub mod plot;
+mod step;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::AugmentConfig;
-use crate::eval::knn::{KnnConfig, KnnError, knn};
-use crate::eval::{FeatureConfig, features};
-use crate::loader::{Loader, LoaderConfig, LoaderError};
+use crate::data::augment::AugmentConfig;
+use crate::data::loader::{Loader, LoaderConfig, LoaderError};
+use crate::data::sampler::{Position, SamplerConfig};
+use crate::data::shard::Dataset;
+use crate::error::IoError;
+use crate::eval::knn::{KnnConfig, KnnResult};
+use crate::eval::{EvalError, FeatureConfig, knn_accuracy};
 use crate::model::{Arch, BarlowTwins, ResNetConfig, normalise_u8};
 use crate::optim::{LarsConfig, WarmupCosine};
 use crate::progress::{Progress, Silent};
-use crate::sampler::{Position, SamplerConfig};
-use crate::shard::Dataset;
 pub use checkpoint::{CheckpointError, CheckpointState};
+pub use log::{KnnLog, StepLog};
+use log::{RunLog, Throughput};
+pub use step::barlow_twins_step;
 
-/// Everything that shapes a run; defaults are SPEC's. Loadable from TOML
+/// Everything that shapes a run; defaults are the reference's (`docs/method.md`). Loadable from TOML
 /// (missing keys take these defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -52,7 +55,7 @@ pub struct TrainConfig {
     /// 3x3 stride-1 stem without max-pool (small images).
     pub small_stem: bool,
     pub image_size: u32,
-    /// RandomResizedCrop area range (SPEC: 0.08 to 1).
+    /// RandomResizedCrop area range (reference: 0.08 to 1).
     pub crop_scale: (f64, f64),
     pub batch_size: usize,
     pub epochs: u64,
@@ -104,7 +107,7 @@ impl TrainConfig {
         }
     }
 
-    /// The loader that feeds this run: SPEC's augmentations at the run's
+    /// The loader that feeds this run: the reference's augmentations at the run's
     /// size, crop scale, seed and batch.
     pub fn loader_config(&self) -> LoaderConfig {
         LoaderConfig {
@@ -119,7 +122,7 @@ impl TrainConfig {
                     scale: self.crop_scale,
                     ..AugmentConfig::default()
                 };
-                // SPEC's blur sigma is in pixels of a 224 px view: keep the
+                // The reference's blur sigma is in pixels of a 224 px view: keep the
                 // same blur relative to the view at other sizes.
                 let k = self.image_size as f64 / 224.0;
                 for v in &mut a.views {
@@ -142,9 +145,11 @@ impl TrainConfig {
 
     /// Reads a TOML config file.
     pub fn from_toml_file(path: &Path) -> Result<TrainConfig, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            TrainError::Io(IoError {
+                path: path.to_path_buf(),
+                source,
+            })
         })?;
         toml::from_str(&text).map_err(|e| TrainError::Config {
             path: path.to_path_buf(),
@@ -190,6 +195,39 @@ pub struct Monitor {
     pub knn: KnnConfig,
 }
 
+impl Monitor {
+    /// kNN top-1/top-5 of `model`'s backbone with its running BatchNorm
+    /// statistics, at `image_size`.
+    pub fn measure<B: AutodiffBackend>(
+        &self,
+        model: &BarlowTwins<B>,
+        image_size: u32,
+        threads: usize,
+        device: &B::Device,
+        progress: &dyn Progress,
+    ) -> Result<KnnResult, EvalError> {
+        let features = FeatureConfig {
+            image_size,
+            batch_size: 256,
+            threads,
+        };
+        knn_accuracy(
+            &model.valid().backbone,
+            Arc::clone(&self.train),
+            Arc::clone(&self.val),
+            &self.knn,
+            &features,
+            device,
+            progress,
+        )
+    }
+
+    /// Whether a pass is due after `epochs_done` epochs.
+    fn due(&self, epochs_done: u64) -> bool {
+        epochs_done.is_multiple_of(self.every_epochs.max(1))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
@@ -197,15 +235,11 @@ pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
-    Knn(#[from] KnnError),
+    Eval(#[from] EvalError),
     #[error(transparent)]
-    Shard(#[from] crate::shard::ShardError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Shard(#[from] crate::data::shard::ShardError),
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error(
@@ -217,28 +251,6 @@ pub enum TrainError {
     },
     #[error("the loss became {0} at step {1}")]
     NonFinite(f32, u64),
-}
-
-/// One logged step.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepLog {
-    pub epoch: u64,
-    pub step: u64,
-    pub lr_weights: f64,
-    pub lr_biases: f64,
-    pub loss: f32,
-    pub images_per_sec: f64,
-    /// Share of the step time spent waiting for the loader, since the last log.
-    pub data_wait: f64,
-}
-
-/// One kNN monitor pass (after `epoch` epochs, i.e. `step` steps).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct KnnLog {
-    pub epoch: u64,
-    pub step: u64,
-    pub top1: f64,
-    pub top5: f64,
 }
 
 /// What a run did.
@@ -258,63 +270,6 @@ pub struct TrainSummary {
     pub backbone: PathBuf,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// The kNN top-1/top-5 of `model`'s backbone (running BatchNorm statistics)
-/// on `monitor.val`, with `monitor.train` as the memory bank.
-pub fn knn_accuracy<B: AutodiffBackend>(
-    model: &BarlowTwins<B>,
-    monitor: &Monitor,
-    image_size: u32,
-    threads: usize,
-    device: &B::Device,
-    progress: &dyn Progress,
-) -> Result<crate::eval::knn::KnnResult, TrainError> {
-    let backbone = model.valid().backbone;
-    let fc = FeatureConfig {
-        image_size,
-        batch_size: 256,
-        threads,
-    };
-    let train = features(&backbone, monitor.train.clone(), &fc, device, progress)?;
-    let val = features(&backbone, monitor.val.clone(), &fc, device, progress)?;
-    Ok(knn::<B::InnerBackend>(&train, &val, &monitor.knn, device)?)
-}
-
-/// Keeps the lines of a JSONL log whose `step` is below `step`.
-fn cut_log(path: &Path, step: u64) -> Result<(), TrainError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(path)(e)),
-    };
-    #[derive(Deserialize)]
-    struct Step {
-        step: u64,
-    }
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|s| s.step < step))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    Ok(crate::shard::write_atomically(path, kept.as_bytes())?)
-}
-
-fn append(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io(path))?;
-    let line = serde_json::to_string(value).unwrap_or_default();
-    writeln!(f, "{line}").map_err(io(path))
-}
-
 /// Trains on `dataset` per `cfg`, writing into `run.out`.
 pub fn train<B: AutodiffBackend>(
     dataset: Arc<Dataset>,
@@ -324,40 +279,35 @@ pub fn train<B: AutodiffBackend>(
     progress: &dyn Progress,
 ) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
     let out = run.out.as_path();
-    std::fs::create_dir_all(out).map_err(io(out))?;
+    std::fs::create_dir_all(out).map_err(IoError::at(out))?;
     let mut model = BarlowTwins::<B>::seeded(&cfg.backbone(), &cfg.projector, cfg.seed, device);
     let mut optim = LarsConfig::new()
         .with_weight_decay(cfg.weight_decay)
         .with_biases_over_weights(cfg.lr_biases / cfg.lr_weights)
         .init::<B, BarlowTwins<B>>();
-    let log_path = out.join("log.jsonl");
-    let knn_path = out.join("knn.jsonl");
+    let log = RunLog::new(out);
     let (start_step, start, mut losses) = if run.resume {
         let dir = checkpoint::resolve(out)?;
         let state = checkpoint::load_state(&dir)?;
         if state.config.trajectory() != cfg.trajectory() {
             return Err(TrainError::ResumeMismatch {
                 checkpoint: dir,
-                differs: differences(&state.config, cfg),
+                differs: differences(&state.config, cfg)?,
             });
         }
         model = checkpoint::load_model(&dir, model, device)?;
         optim = checkpoint::load_optim(&dir, optim, device)?;
-        cut_log(&log_path, state.step)?;
-        cut_log(&knn_path, state.step + 1)?;
+        log.resume_at(state.step)?;
         (state.step, state.position, state.losses)
     } else {
-        for p in [&log_path, &knn_path] {
-            std::fs::write(p, b"").map_err(io(p))?;
-        }
+        log.start()?;
         (0, Position::default(), Vec::new())
     };
     let mut loader = Loader::new(dataset, cfg.loader_config(), start)?;
-    let per_epoch = loader.sampler().batches_per_epoch();
     let schedule = WarmupCosine::spec(
         cfg.batch_size,
         cfg.epochs,
-        per_epoch,
+        loader.sampler().batches_per_epoch(),
         cfg.lr_weights,
         cfg.lr_biases,
     );
@@ -367,20 +317,19 @@ pub fn train<B: AutodiffBackend>(
         .min(schedule.total_steps)
         .max(start_step);
     let started = Instant::now();
-    let (mut window_start, mut window_wait, mut window_images) =
-        (Instant::now(), Duration::ZERO, 0usize);
-    let (mut total_wait, mut images) = (Duration::ZERO, 0usize);
+    let mut window = Throughput::default();
+    let mut whole = Throughput::default();
     let mut knn_logs = Vec::new();
     let mut monitor = |model: &BarlowTwins<B>, epoch: u64, step: u64| -> Result<(), TrainError> {
         if let Some(m) = &run.monitor {
-            let r = knn_accuracy(model, m, cfg.image_size, cfg.threads, device, &Silent)?;
+            let r = m.measure(model, cfg.image_size, cfg.threads, device, &Silent)?;
             let entry = KnnLog {
                 epoch,
                 step,
                 top1: r.top1,
                 top5: r.top5,
             };
-            append(&knn_path, &entry)?;
+            log.knn(&entry)?;
             knn_logs.push(entry);
         }
         Ok(())
@@ -391,55 +340,47 @@ pub fn train<B: AutodiffBackend>(
     let mut last_checkpoint = None;
     progress.begin("train", total, start_step);
     for step in start_step..total {
-        let wait0 = loader.stats().data_wait;
+        // Two augmented views of the same images, from the loader.
+        let waited_before = loader.stats().data_wait;
         let batch = loader.next_batch()?;
-        let waited = batch.data_wait() - wait0;
+        let waited = batch.data_wait() - waited_before;
         let pos = batch.position();
         let shape = batch.shape();
         let y1 = normalise_u8::<B>(batch.view_u8(0), shape, device);
         let y2 = normalise_u8::<B>(batch.view_u8(1), shape, device);
         drop(batch);
-        let loss = model.loss(y1, y2, cfg.lambda);
-        let value = loss.clone().into_scalar().elem::<f32>();
-        if !value.is_finite() {
-            return Err(TrainError::NonFinite(value, step));
+        // Network -> loss -> backward -> LARS.
+        let rates = schedule.rates(step);
+        let loss;
+        (model, loss) = barlow_twins_step(model, &mut optim, y1, y2, cfg.lambda, rates.0);
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite(loss, step));
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let (lr_w, lr_b) = schedule.rates(step);
-        model = optim.step(lr_w, model, grads);
-        window_wait += waited;
-        total_wait += waited;
-        window_images += shape[0];
-        images += shape[0];
-        losses.push((step, value));
+        losses.push((step, loss));
+        window.add(shape[0], waited);
+        whole.add(shape[0], waited);
         progress.advance(1);
+
         if (step + 1) % cfg.log_every.max(1) == 0 || step + 1 == total {
-            let secs = window_start.elapsed().as_secs_f64().max(1e-9);
+            let (images_per_sec, data_wait) = window.take();
             let entry = StepLog {
                 epoch: pos.epoch,
                 step,
-                lr_weights: lr_w,
-                lr_biases: lr_b,
-                loss: value,
-                images_per_sec: window_images as f64 / secs,
-                data_wait: window_wait.as_secs_f64() / secs,
+                lr_weights: rates.0,
+                lr_biases: rates.1,
+                loss,
+                images_per_sec,
+                data_wait,
             };
             progress.message(&format!(
-                "loss {value:.2}  {:.1} img/s  data wait {:.1}%",
-                entry.images_per_sec,
-                100.0 * entry.data_wait
+                "loss {loss:.2}  {images_per_sec:.1} img/s  data wait {:.1}%",
+                100.0 * data_wait
             ));
-            append(&log_path, &entry)?;
-            (window_start, window_wait, window_images) = (Instant::now(), Duration::ZERO, 0);
+            log.step(&entry)?;
         }
         let next = loader.sampler().advance(pos, 1);
         let epoch_done = next.batch == 0;
-        if epoch_done
-            && run
-                .monitor
-                .as_ref()
-                .is_some_and(|m| (pos.epoch + 1) % m.every_epochs.max(1) == 0)
-        {
+        if epoch_done && run.monitor.as_ref().is_some_and(|m| m.due(pos.epoch + 1)) {
             monitor(&model, pos.epoch + 1, step + 1)?;
         }
         let every = run
@@ -469,14 +410,15 @@ pub fn train<B: AutodiffBackend>(
             message,
         }
     })?;
+    let (images_per_sec, data_wait_share) = whole.rates(elapsed);
     Ok((
         model,
         TrainSummary {
             steps: total,
             start_step,
             losses,
-            images_per_sec: images as f64 / elapsed.as_secs_f64().max(1e-9),
-            data_wait_share: total_wait.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+            images_per_sec,
+            data_wait_share,
             elapsed,
             knn: knn_logs,
             checkpoint,
@@ -486,15 +428,18 @@ pub fn train<B: AutodiffBackend>(
 }
 
 /// The top-level keys on which two configs differ.
-fn differences(a: &TrainConfig, b: &TrainConfig) -> String {
-    let (a, b) = (
-        serde_json::to_value(a.trajectory()).unwrap_or_default(),
-        serde_json::to_value(b.trajectory()).unwrap_or_default(),
-    );
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return String::new();
+fn differences(a: &TrainConfig, b: &TrainConfig) -> Result<String, TrainError> {
+    let json = |c: &TrainConfig| {
+        serde_json::to_value(c.trajectory()).map_err(|e| TrainError::Config {
+            path: PathBuf::from("config"),
+            message: e.to_string(),
+        })
     };
-    a.iter()
+    let (a, b) = (json(a)?, json(b)?);
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Ok(String::new());
+    };
+    Ok(a.iter()
         .filter(|(k, v)| b.get(*k) != Some(v))
         .map(|(k, v)| {
             format!(
@@ -503,15 +448,15 @@ fn differences(a: &TrainConfig, b: &TrainConfig) -> String {
             )
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::Cpu;
-    use crate::datasets::sample::{SampleOptions, make_sample};
-    use crate::shardify::{Input, Layout, Options, shardify};
+    use crate::prep::datasets::sample::{SampleOptions, make_sample};
+    use crate::prep::shardify::{Input, Layout, Options, shardify};
 
     /// A tiny labelled dataset: `classes` x `per_class` train images.
     fn tiny(dir: &Path, per_class: usize) -> Arc<Dataset> {
@@ -653,7 +598,7 @@ mod tests {
             };
             cfg.loader_config().augment.views.map(|v| v.blur_sigma)
         };
-        let spec = crate::augment::AugmentConfig::default()
+        let spec = crate::data::augment::AugmentConfig::default()
             .views
             .map(|v| v.blur_sigma);
         assert_eq!(at(224), spec);

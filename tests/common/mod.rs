@@ -4,7 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use barlow::codec::{self, RgbImage};
+use barlow::data::decode::RgbImage;
+use barlow::prep::transcode;
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,7 +22,7 @@ pub fn jpeg(width: u32, height: u32, seed: u32) -> Vec<u8> {
             pixels.extend_from_slice(&[v as u8, (v >> 3) as u8, (x + y + seed) as u8]);
         }
     }
-    codec::encode_jpeg(
+    transcode::encode_jpeg(
         &RgbImage {
             width,
             height,

@@ -1,12 +1,13 @@
 //! `shardify`: turns an ImageFolder tree, a flat folder of images or a file
 //! list into a barlow dataset folder (shards + manifest), or checks one.
-//! Thin glue over `barlow::shardify`.
+//! Thin glue over `barlow::prep::shardify`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use barlow::progress::Bar;
-use barlow::shardify::{self, Input, Layout, Options};
+use barlow::Choice;
+use barlow::prep::shardify::{self, Input, Layout, Options};
+use barlow::progress::{Bar, Progress};
 use clap::Parser;
 
 /// Turn a folder of images into memory-mappable barlow shards.
@@ -42,7 +43,7 @@ struct Cli {
     #[arg(long)]
     file_list: bool,
     /// How the INPUT folder is organised.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = choice::<Layout>(), default_value = "auto")]
     layout: Layout,
     /// Worker threads [default: all cores].
     #[arg(long)]
@@ -73,6 +74,42 @@ struct Cli {
     /// Testing aid: abort (like kill -9) once N shards are complete.
     #[arg(long, hide = true)]
     abort_after_shards: Option<usize>,
+}
+
+/// The progress bar, and the `--abort-after-shards` testing aid: the
+/// process aborts (as `kill -9` would stop it) once that many shards are
+/// complete, before the next one is written.
+struct AbortAfter {
+    bar: Bar,
+    shards: Option<usize>,
+}
+
+impl Progress for AbortAfter {
+    fn begin(&self, phase: &str, total: u64, done: u64) {
+        self.bar.begin(phase, total, done);
+    }
+    fn advance(&self, n: u64) {
+        self.bar.advance(n);
+    }
+    fn message(&self, msg: &str) {
+        self.bar.message(msg);
+    }
+    fn saved(&self, _what: &str, count: u64) {
+        if self.shards.is_some_and(|n| n as u64 == count) {
+            std::process::abort();
+        }
+    }
+    fn finish(&self) {
+        self.bar.finish();
+    }
+}
+
+/// A command-line parser for a library [`Choice`]: its names are the
+/// possible values `--help` lists.
+fn choice<T: Choice + Clone + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(T::NAMES.iter().map(|(_, n)| *n))
+        .try_map(|s: String| T::from_name(&s).ok_or_else(|| format!("unknown value {s}")))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -128,9 +165,12 @@ fn main() -> ExitCode {
         max_side: cli.max_side,
         quality: cli.quality,
         overwrite: cli.overwrite,
-        abort_after_shards: cli.abort_after_shards,
     };
-    let summary = match shardify::shardify(&input, &output, &opts, &Bar::new()) {
+    let progress = AbortAfter {
+        bar: Bar::new(),
+        shards: cli.abort_after_shards,
+    };
+    let summary = match shardify::shardify(&input, &output, &opts, &progress) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("shardify: {e}");

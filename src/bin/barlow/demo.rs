@@ -4,20 +4,20 @@ use std::path::Path;
 use std::time::Instant;
 
 use barlow::backend::{BackendChoice, BackendKind};
-use barlow::datasets::sample::{self, SampleOptions};
+use barlow::data::loader::Loader;
+use barlow::data::sampler::Position;
 use barlow::eval::knn::KnnConfig;
-use barlow::loader::Loader;
 use barlow::model::Arch;
+use barlow::prep::datasets::sample::{self, SampleOptions};
+use barlow::prep::shardify;
 use barlow::progress::Bar;
-use barlow::sampler::Position;
-use barlow::shardify;
 use barlow::train::{self, Monitor, RunOptions, TrainConfig};
 
 use crate::train_cmd::open;
 
 /// Images/s of the loader alone over two epochs of the demo's batches.
 fn loader_rate(
-    ds: std::sync::Arc<barlow::shard::Dataset>,
+    ds: std::sync::Arc<barlow::data::shard::Dataset>,
     cfg: &TrainConfig,
 ) -> Result<f64, String> {
     let mut loader =
@@ -34,7 +34,7 @@ fn loader_rate(
 /// ImageNet stem) at 32 px with a 256-256 projector, small enough to train
 /// 20 epochs of the sample set in about three minutes on two CPU cores. The
 /// augmentations (blur sigma scaled to the view) and optimiser settings are
-/// SPEC's.
+/// the reference's.
 pub fn demo_config(threads: usize, epochs: u64) -> TrainConfig {
     TrainConfig {
         arch: Arch::Resnet18,

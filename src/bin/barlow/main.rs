@@ -6,15 +6,16 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use barlow::augment::AugmentConfig;
-use barlow::batch::PixelFormat;
-use barlow::datasets::photo_crops::{self, CropOptions};
-use barlow::datasets::sample::{self, SampleOptions};
-use barlow::loader::{Loader, LoaderConfig, Mode};
+use barlow::Choice;
+use barlow::data::augment::AugmentConfig;
+use barlow::data::loader::PixelFormat;
+use barlow::data::loader::{self, LoaderConfig, Mode};
+use barlow::data::sampler::{Order, SamplerConfig};
+use barlow::data::shard::Dataset;
+use barlow::prep::datasets::photo_crops::{self, CropOptions};
+use barlow::prep::datasets::sample::{self, SampleOptions};
+use barlow::prep::shardify::{self, Input, Layout, Options};
 use barlow::progress::Bar;
-use barlow::sampler::{Order, Position, SamplerConfig};
-use barlow::shard::Dataset;
-use barlow::shardify::{self, Input, Layout, Options};
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: fast_image_resize allocates
@@ -92,14 +93,14 @@ enum Command {
         warmup: usize,
         /// What runs: decode only, decode + augment, or full batches. Several
         /// modes, comma-separated, run one after the other on the same files.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "full")]
+        #[arg(long, value_parser = choice::<Mode>(), value_delimiter = ',', default_value = "full")]
         mode: Vec<Mode>,
         /// Output side of the views.
         #[arg(long, default_value_t = 224)]
         image_size: u32,
-        #[arg(long, value_enum, default_value = "u8")]
+        #[arg(long, value_parser = choice::<PixelFormat>(), default_value = "u8")]
         format: PixelFormat,
-        #[arg(long, value_enum, default_value = "random")]
+        #[arg(long, value_parser = choice::<Order>(), default_value = "random")]
         order: Order,
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -107,7 +108,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Pretrain with Barlow Twins. Defaults are SPEC's (ResNet-50, 224 px,
+    /// Pretrain with Barlow Twins. Defaults are the reference's (ResNet-50, 224 px,
     /// batch 2048, 1000 epochs); for a quick CPU run try `--arch resnet18
     /// --width 8 --small-stem --image-size 32 --batch-size 64 --projector
     /// 256-256`. Checkpoints every epoch into OUT/checkpoints; `--resume`
@@ -180,6 +181,15 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+/// A command-line parser for a library [`Choice`]: its names are the
+/// possible values `--help` lists.
+pub(crate) fn choice<T: Choice + Clone + Send + Sync>()
+-> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(T::NAMES.iter().map(|(_, n)| *n))
+        .try_map(|s: String| T::from_name(&s).ok_or_else(|| format!("unknown value {s}")))
 }
 
 pub(crate) fn default_threads(t: Option<usize>) -> usize {
@@ -340,23 +350,6 @@ pub(crate) fn ensure_shards(
     Dataset::open(shards).map_err(|e| e.to_string())
 }
 
-/// Resident anonymous memory of this process in bytes (Linux), if known.
-fn rss_anon() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Decode => "decode",
-        Mode::Augment => "augment",
-        Mode::Full => "full",
-        Mode::Eval => "eval",
-    }
-}
-
 fn bench_loader(
     data: &Path,
     base: &LoaderConfig,
@@ -367,107 +360,65 @@ fn bench_loader(
 ) -> Result<(), String> {
     let ds = Arc::new(Dataset::open(data).map_err(|e| e.to_string())?);
     println!(
-        "dataset {}: {} records; {} threads, batch {}, views {}x{} {:?}",
+        "dataset {}: {} records; {} threads, batch {}, views {}x{} {}",
         data.display(),
         ds.len(),
         base.threads,
         base.sampler.batch_size,
         base.augment.size,
         base.augment.size,
-        base.format
+        base.format.name()
     );
-    let mut results = Vec::new();
+    let mib = |b: Option<u64>| {
+        b.map_or("?".into(), |b| {
+            format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+        })
+    };
+    let mut reports = Vec::new();
     for &mode in modes {
         let cfg = LoaderConfig {
             mode,
             ..base.clone()
         };
-        let rss_before = rss_anon();
-        let mut loader = Loader::new(Arc::clone(&ds), cfg.clone(), Position::default())
-            .map_err(|e| e.to_string())?;
-        for _ in 0..warmup {
-            loader.next_batch().map_err(|e| e.to_string())?;
-        }
-        let s0 = loader.stats();
-        let t0 = std::time::Instant::now();
-        let mut images = 0usize;
-        for _ in 0..batches {
-            let b = loader.next_batch().map_err(|e| e.to_string())?;
-            images += b.len();
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let s1 = loader.stats();
-        let rss_after = rss_anon();
-        let buffers = loader.buffer_bytes();
-        drop(loader);
-        let ips = images as f64 / secs;
-        let thread_s = |a: std::time::Duration, b: std::time::Duration| (a - b).as_secs_f64();
-        let stages = [
-            ("read", thread_s(s1.read, s0.read)),
-            ("decode", thread_s(s1.decode, s0.decode)),
-            (
-                "crop+resize",
-                thread_s(s1.stages.crop_resize, s0.stages.crop_resize),
-            ),
-            ("colour", thread_s(s1.stages.colour, s0.stages.colour)),
-            ("blur", thread_s(s1.stages.blur, s0.stages.blur)),
-            ("write", thread_s(s1.stages.write, s0.stages.write)),
-        ];
-        let total: f64 = stages.iter().map(|s| s.1).sum();
+        let r = loader::bench(Arc::clone(&ds), &cfg, warmup, batches).map_err(|e| e.to_string())?;
         println!(
-            "mode {:<7} {:>8.1} images/s ({images} images in {secs:.2}s); data wait {:.2}s; decode failures {}",
-            mode_name(mode),
-            ips,
-            (s1.data_wait - s0.data_wait).as_secs_f64(),
-            s1.decode_failures
+            "mode {:<7} {:>8.1} images/s ({} images in {:.2}s); data wait {:.2}s; decode failures {}",
+            mode.name(),
+            r.images_per_sec(),
+            r.images,
+            r.seconds,
+            r.stats.data_wait.as_secs_f64(),
+            r.stats.decode_failures
         );
-        for (name, t) in stages {
-            if t > 0.0 {
+        let total: f64 = r.stats.ms_per_image().iter().map(|s| s.1).sum();
+        for (name, ms) in r.stats.ms_per_image() {
+            if ms > 0.0 {
                 println!(
-                    "    {name:<12} {:>7.3} ms/image  {:>5.1}%",
-                    1e3 * t / images.max(1) as f64,
-                    100.0 * t / total.max(1e-12)
+                    "    {name:<12} {ms:>7.3} ms/image  {:>5.1}%",
+                    100.0 * ms / total.max(1e-12)
                 );
             }
         }
         println!(
-            "    memory: batch buffers {:.1} MiB; RssAnon {} -> {}",
-            buffers as f64 / (1 << 20) as f64,
-            rss_before.map_or("?".into(), |b| format!(
-                "{:.1} MiB",
-                b as f64 / (1 << 20) as f64
-            )),
-            rss_after.map_or("?".into(), |b| format!(
-                "{:.1} MiB",
-                b as f64 / (1 << 20) as f64
-            ))
+            "    memory: batch buffers {}; RssAnon {} -> {}",
+            mib(Some(r.buffer_bytes as u64)),
+            mib(r.rss_anon_before),
+            mib(r.rss_anon_after)
         );
-        let mut obj = serde_json::json!({
-            "images_per_sec": ips,
-            "mode": mode_name(mode),
-            "threads": cfg.threads,
-            "batch_size": cfg.sampler.batch_size,
-            "image_size": cfg.augment.size,
-            "images": images,
-            "seconds": secs,
-            "data_wait_sec": (s1.data_wait - s0.data_wait).as_secs_f64(),
-            "decode_failures": s1.decode_failures,
-            "buffer_bytes": buffers,
-            "rss_anon_bytes": rss_after,
-        });
-        for (name, t) in stages {
-            obj[format!("{}_ms_per_image", name.replace('+', "_"))] =
-                (1e3 * t / images.max(1) as f64).into();
-        }
-        results.push((mode, ips, obj));
+        reports.push(r);
     }
-    let rate = |m: Mode| results.iter().find(|r| r.0 == m).map(|r| r.1);
+    let rate = |m: Mode| {
+        reports
+            .iter()
+            .find(|r| r.mode == m)
+            .map(|r| r.images_per_sec())
+    };
     if let (Some(d), Some(f)) = (rate(Mode::Decode), rate(Mode::Full)) {
         println!("full / decode = {:.1}%", 100.0 * f / d);
     }
     if json {
-        for (_, _, obj) in &results {
-            println!("{obj}");
+        for r in &reports {
+            println!("{}", r.to_json());
         }
     }
     Ok(())
@@ -486,8 +437,8 @@ fn preview(
         size,
         ..AugmentConfig::default()
     };
-    let grid =
-        barlow::preview::preview_grid(&ds, &cfg, seed, epoch, n).map_err(|e| e.to_string())?;
+    let grid = barlow::prep::preview::preview_grid(&ds, &cfg, seed, epoch, n)
+        .map_err(|e| e.to_string())?;
     image::save_buffer(
         out,
         &grid.pixels,

@@ -4,20 +4,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use barlow::backend::{BackendChoice, BackendKind, Precision};
+use barlow::data::shard::Dataset;
 use barlow::eval::knn::{KnnConfig, KnnResult};
 use barlow::model::{Arch, parse_projector};
 use barlow::progress::Bar;
-use barlow::shard::Dataset;
 use barlow::train::{self, Monitor, RunOptions, TrainConfig, checkpoint};
 
 /// Where the network runs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BackendArgs {
     /// cpu (Flex, everywhere) or cuda (NVIDIA GPU; needs the `cuda` feature).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_parser = crate::choice::<BackendKind>(), default_value = "cpu")]
     pub backend: BackendKind,
     /// Network precision on CUDA; the cross-correlation and loss stay f32.
-    #[arg(long, value_enum, default_value = "f32")]
+    #[arg(long, value_parser = crate::choice::<Precision>(), default_value = "f32")]
     pub precision: Precision,
     /// CUDA device index.
     #[arg(long, default_value_t = 0)]
@@ -37,7 +37,7 @@ impl BackendArgs {
 }
 
 /// `barlow train`'s flags. Model and optimisation flags left out take the
-/// value of `--config` if given, else SPEC's defaults; with `--resume` they
+/// value of `--config` if given, else the reference's defaults; with `--resume` they
 /// take the checkpoint's values (and may not change the run's trajectory).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -57,7 +57,7 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// [default: resnet50]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::choice::<Arch>())]
     arch: Option<Arch>,
     /// Base width of the ResNet (64 = torchvision's) [default: 64].
     #[arg(long)]
@@ -92,7 +92,7 @@ pub struct TrainArgs {
     /// [default: 1e-6]
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Projector widths, SPEC's notation [default: 8192-8192-8192].
+    /// Projector widths, the reference's notation [default: 8192-8192-8192].
     #[arg(long)]
     projector: Option<String>,
     /// [default: 0]
@@ -308,15 +308,15 @@ pub fn knn_checkpoint(
         checkpoint::load_model(dir, model, &device)
             .map_err(|e| e.to_string())
             .and_then(|m| {
-                train::knn_accuracy(
-                    &m,
-                    &monitor,
-                    image_size.unwrap_or(cfg.image_size),
-                    threads,
-                    &device,
-                    &Bar::new(),
-                )
-                .map_err(|e| e.to_string())
+                monitor
+                    .measure(
+                        &m,
+                        image_size.unwrap_or(cfg.image_size),
+                        threads,
+                        &device,
+                        &Bar::new(),
+                    )
+                    .map_err(|e| e.to_string())
             })
     })
     .map_err(|e| e.to_string())?

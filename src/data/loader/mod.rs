@@ -1,0 +1,377 @@
+//! The streaming two-view loader: shards -> sampler -> decode -> augment ->
+//! batch -> prefetch, on worker threads.
+//!
+//! Guarantees:
+//! - **Determinism.** Batch contents depend on the dataset, the config and
+//!   the start [`Position`] only: not on the thread count or on timing.
+//!   Resuming from a saved position yields the batches an uninterrupted run
+//!   would have produced from there.
+//! - **Order.** Batches are delivered in sampler order.
+//! - **Bounded memory.** `prefetch + 1` batch buffers, plus one decoder and
+//!   one augmenter per worker, all allocated up front and reused; nothing
+//!   grows with the dataset but the epoch order (8 bytes a record).
+//! - **Prefetch.** While the caller holds batch k, the workers fill batches
+//!   k+1 .. k+prefetch. Time the caller spends blocked in
+//!   [`Loader::next_batch`] is the data wait (starvation) time.
+//! - **Failures.** A record that fails to decode is replaced by another
+//!   record chosen from `(seed, epoch, record, attempt)` and counted. Shard
+//!   damage (a record checksum mismatch) and worker panics become a
+//!   [`LoaderError`] at the consumer; the loader never hangs on them.
+//! - **Shutdown.** Dropping the loader stops and joins every worker promptly.
+//!
+//! Work is handed out lock-free: a shared atomic counter numbers the samples
+//! of the stream; a worker claims the next number, waits (only when the
+//! pipeline is full) for its batch's buffer to be free, writes the sample
+//! straight into its slot and bumps the batch's completion counter. The
+//! worker completing a batch announces it on a channel.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, unbounded};
+
+mod batch;
+mod bench;
+mod stats;
+mod worker;
+
+pub use batch::PixelFormat;
+use batch::{BatchBuffers, Slot};
+pub use bench::{BenchReport, bench};
+use stats::AtomicStats;
+pub use stats::LoaderStats;
+
+use crate::data::augment::AugmentConfig;
+use crate::data::sampler::{Position, Sampler, SamplerConfig, SamplerError};
+use crate::data::shard::{Dataset, ShardError};
+
+/// How much of the pipeline runs (for benchmarks; training uses `Full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Read and decode only.
+    Decode,
+    /// Decode and render both views, without writing them into the batch.
+    Augment,
+    /// Everything: batches of two views.
+    #[default]
+    Full,
+    /// Evaluation batches: one view per image, the deterministic eval
+    /// transform (Resize + CenterCrop, no augmentation) in view 0.
+    Eval,
+}
+
+impl crate::Choice for Mode {
+    const NAMES: &'static [(Self, &'static str)] = &[
+        (Mode::Decode, "decode"),
+        (Mode::Augment, "augment"),
+        (Mode::Full, "full"),
+        (Mode::Eval, "eval"),
+    ];
+}
+
+/// Everything that shapes the stream.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    pub sampler: SamplerConfig,
+    pub augment: AugmentConfig,
+    /// Worker threads.
+    pub threads: usize,
+    /// Batches filled ahead of the one the caller holds (2 = double
+    /// buffering with one spare).
+    pub prefetch: usize,
+    pub format: PixelFormat,
+    pub mode: Mode,
+    /// Records declaring more pixels are treated as undecodable.
+    pub max_pixels: u64,
+    /// Replacement attempts for a record that fails to decode.
+    pub max_replacements: u32,
+    /// Testing aid: a worker panics when it meets this record.
+    #[cfg(test)]
+    pub(crate) panic_on_record: Option<u64>,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            sampler: SamplerConfig::default(),
+            augment: AugmentConfig::default(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch: 2,
+            format: PixelFormat::U8,
+            mode: Mode::Full,
+            max_pixels: crate::prep::shardify::DEFAULT_MAX_PIXELS,
+            max_replacements: 16,
+            #[cfg(test)]
+            panic_on_record: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoaderError {
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    #[error("{0}")]
+    Shard(Arc<ShardError>),
+    #[error(
+        "record {record} and {attempts} replacements all failed to decode (last error: {last})"
+    )]
+    Undecodable {
+        record: u64,
+        attempts: u32,
+        last: String,
+    },
+    #[error("a loader worker panicked on record {record}: {message}")]
+    WorkerPanic { record: u64, message: String },
+    #[error("record {record}: augmentation failed: {message}")]
+    Augment { record: u64, message: String },
+    #[error("the loader's workers stopped")]
+    Stopped,
+}
+
+enum Event {
+    Ready(u64),
+    Failed(LoaderError),
+}
+
+struct Shared {
+    dataset: Arc<Dataset>,
+    sampler: Sampler,
+    cfg: LoaderConfig,
+    start: Position,
+    slots: Vec<Slot>,
+    next_sample: AtomicU64,
+    stop: AtomicBool,
+    /// Workers sleep here when the pipeline is full.
+    freed: (Mutex<()>, Condvar),
+    orders: Mutex<VecDeque<(u64, Arc<Vec<u64>>)>>,
+    stats: AtomicStats,
+}
+
+/// The loader. See the module docs.
+pub struct Loader {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    events: Receiver<Event>,
+    ready: BTreeSet<u64>,
+    next: u64,
+    data_wait: Duration,
+    failed: Option<LoaderError>,
+}
+
+impl Loader {
+    /// Starts the workers; the first batch delivered is the one at `start`.
+    pub fn new(
+        dataset: Arc<Dataset>,
+        cfg: LoaderConfig,
+        start: Position,
+    ) -> Result<Loader, LoaderError> {
+        let sampler = Sampler::new(dataset.len(), cfg.sampler.clone())?;
+        let depth = cfg.prefetch + 1;
+        let views = if cfg.mode == Mode::Eval { 1 } else { 2 };
+        let batch = cfg.sampler.batch_size;
+        let slots = (0..depth as u64)
+            .map(|k| Slot {
+                assigned: AtomicU64::new(k),
+                done: AtomicUsize::new(0),
+                bufs: BatchBuffers::new(batch, cfg.augment.size, cfg.format, views),
+                len: AtomicUsize::new(0),
+            })
+            .collect();
+        let threads = cfg.threads.max(1);
+        let shared = Arc::new(Shared {
+            dataset,
+            sampler,
+            cfg,
+            start,
+            slots,
+            next_sample: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            freed: (Mutex::new(()), Condvar::new()),
+            orders: Mutex::new(VecDeque::new()),
+            stats: AtomicStats::default(),
+        });
+        let (tx, events) = unbounded();
+        let workers = (0..threads)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                let tx = tx.clone();
+                std::thread::spawn(move || worker::run(&shared, &tx))
+            })
+            .collect();
+        Ok(Loader {
+            shared,
+            workers,
+            events,
+            ready: BTreeSet::new(),
+            next: 0,
+            data_wait: Duration::ZERO,
+            failed: None,
+        })
+    }
+
+    pub fn sampler(&self) -> &Sampler {
+        &self.shared.sampler
+    }
+
+    /// Position of the next batch `next_batch` returns: save it to resume.
+    pub fn position(&self) -> Position {
+        self.shared.sampler.advance(self.shared.start, self.next)
+    }
+
+    /// The next batch, waiting for it if the workers are behind.
+    pub fn next_batch(&mut self) -> Result<Batch<'_>, LoaderError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let t = Instant::now();
+        while !self.ready.remove(&self.next) {
+            match self.events.recv() {
+                Ok(Event::Ready(k)) => {
+                    self.ready.insert(k);
+                }
+                Ok(Event::Failed(e)) => {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.failed = Some(LoaderError::Stopped);
+                    return Err(LoaderError::Stopped);
+                }
+            }
+        }
+        self.data_wait += t.elapsed();
+        let k = self.next;
+        self.next += 1;
+        Ok(Batch { loader: self, k })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> LoaderStats {
+        self.shared.stats.snapshot(self.data_wait, self.next)
+    }
+
+    /// Bytes of batch buffers held.
+    pub fn buffer_bytes(&self) -> usize {
+        self.shared.slots.iter().map(|s| s.bufs.bytes()).sum()
+    }
+
+    fn release(&mut self, k: u64) {
+        let depth = self.shared.slots.len() as u64;
+        let slot = &self.shared.slots[(k % depth) as usize];
+        slot.done.store(0, Ordering::Relaxed);
+        slot.assigned.store(k + depth, Ordering::Release);
+        let _guard = self.shared.freed.0.lock();
+        self.shared.freed.1.notify_all();
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.shared.freed.0.lock();
+            self.shared.freed.1.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A delivered batch, borrowed from the loader until dropped.
+pub struct Batch<'a> {
+    loader: &'a mut Loader,
+    k: u64,
+}
+
+impl Batch<'_> {
+    fn slot(&self) -> &Slot {
+        let slots = &self.loader.shared.slots;
+        &slots[(self.k % slots.len() as u64) as usize]
+    }
+
+    /// Where this batch is in the run.
+    pub fn position(&self) -> Position {
+        self.loader
+            .shared
+            .sampler
+            .advance(self.loader.shared.start, self.k)
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.slot().len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The loader's cumulative data-wait time, including the wait for this batch.
+    pub fn data_wait(&self) -> Duration {
+        self.loader.data_wait
+    }
+
+    /// Side of the square views.
+    pub fn image_size(&self) -> u32 {
+        self.loader.shared.cfg.augment.size
+    }
+
+    /// Shape of each view: `[N, 3, size, size]`.
+    pub fn shape(&self) -> [usize; 4] {
+        let s = self.image_size() as usize;
+        [self.len(), 3, s, s]
+    }
+
+    fn sample_len(&self) -> usize {
+        let s = self.image_size() as usize;
+        3 * s * s
+    }
+
+    /// View `v` (0 or 1) as u8 NCHW, when the format is `U8` (in `Eval`
+    /// mode view 1 is empty).
+    pub fn view_u8(&self, v: usize) -> &[u8] {
+        // SAFETY: every sample of this batch is done (completion counter
+        // read with Acquire in `next_batch`'s event), and workers do not
+        // touch the slot again until `release` reassigns it after this
+        // borrow ends.
+        let all = unsafe { self.slot().bufs.views_u8[v.min(1)].all() };
+        &all[..(self.len() * self.sample_len()).min(all.len())]
+    }
+
+    /// View `v` (0 or 1) as normalised f32 NCHW, when the format is `F32`.
+    pub fn view_f32(&self, v: usize) -> &[f32] {
+        // SAFETY: as in `view_u8`.
+        let all = unsafe { self.slot().bufs.views_f32[v.min(1)].all() };
+        &all[..(self.len() * self.sample_len()).min(all.len())]
+    }
+
+    /// Labels of the samples (`shard::NO_LABEL` for unlabelled data).
+    pub fn labels(&self) -> &[u32] {
+        // SAFETY: as in `view_u8`.
+        let all = unsafe { self.slot().bufs.labels.all() };
+        &all[..self.len()]
+    }
+
+    /// Dataset indices of the records actually used (after replacements).
+    pub fn records(&self) -> &[u64] {
+        // SAFETY: as in `view_u8`.
+        let all = unsafe { self.slot().bufs.records.all() };
+        &all[..self.len()]
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let k = self.k;
+        self.loader.release(k);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! What a run writes as it goes: `log.jsonl` (one [`StepLog`] every
+//! `log_every` steps) and `knn.jsonl` (one [`KnnLog`] per monitor pass),
+//! and the throughput windows the step log reports.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use crate::error::IoError;
+
+/// One logged step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepLog {
+    pub epoch: u64,
+    pub step: u64,
+    pub lr_weights: f64,
+    pub lr_biases: f64,
+    pub loss: f32,
+    pub images_per_sec: f64,
+    /// Share of the step time spent waiting for the loader, since the last log.
+    pub data_wait: f64,
+}
+
+/// One kNN monitor pass (after `epoch` epochs, i.e. `step` steps).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KnnLog {
+    pub epoch: u64,
+    pub step: u64,
+    pub top1: f64,
+    pub top5: f64,
+}
+
+/// The run's two JSONL logs.
+pub(super) struct RunLog {
+    steps: PathBuf,
+    knn: PathBuf,
+}
+
+impl RunLog {
+    pub(super) fn new(out: &Path) -> RunLog {
+        RunLog {
+            steps: out.join("log.jsonl"),
+            knn: out.join("knn.jsonl"),
+        }
+    }
+
+    /// A fresh run: both logs emptied.
+    pub(super) fn start(&self) -> Result<(), TrainError> {
+        for p in [&self.steps, &self.knn] {
+            std::fs::write(p, b"").map_err(IoError::at(p))?;
+        }
+        Ok(())
+    }
+
+    /// A run resumed at `step`: lines of later steps are cut, so no step is
+    /// logged twice (a kNN pass at `step` itself was written with the
+    /// checkpoint and is kept).
+    pub(super) fn resume_at(&self, step: u64) -> Result<(), TrainError> {
+        cut_log(&self.steps, step)?;
+        cut_log(&self.knn, step + 1)
+    }
+
+    pub(super) fn step(&self, entry: &StepLog) -> Result<(), TrainError> {
+        append(&self.steps, entry)
+    }
+
+    pub(super) fn knn(&self, entry: &KnnLog) -> Result<(), TrainError> {
+        append(&self.knn, entry)
+    }
+}
+
+/// Keeps the lines of a JSONL log whose `step` is below `step`.
+fn cut_log(path: &Path, step: u64) -> Result<(), TrainError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(IoError::at(path)(e).into()),
+    };
+    #[derive(Deserialize)]
+    struct Step {
+        step: u64,
+    }
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|s| s.step < step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Ok(crate::fs::write_atomically(path, kept.as_bytes())?)
+}
+
+fn append(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    let line = serde_json::to_string(value).map_err(|e| TrainError::Config {
+        path: path.to_path_buf(),
+        message: format!("cannot serialise a log line: {e}"),
+    })?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(IoError::at(path))?;
+    writeln!(f, "{line}").map_err(IoError::at(path))?;
+    Ok(())
+}
+
+/// Images and data-wait time over a stretch of steps.
+pub(super) struct Throughput {
+    since: Instant,
+    images: usize,
+    waited: Duration,
+}
+
+impl Default for Throughput {
+    fn default() -> Self {
+        Throughput {
+            since: Instant::now(),
+            images: 0,
+            waited: Duration::ZERO,
+        }
+    }
+}
+
+impl Throughput {
+    pub(super) fn add(&mut self, images: usize, waited: Duration) {
+        self.images += images;
+        self.waited += waited;
+    }
+
+    /// Images/s and the share of time spent waiting for data over `elapsed`.
+    pub(super) fn rates(&self, elapsed: Duration) -> (f64, f64) {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        (self.images as f64 / secs, self.waited.as_secs_f64() / secs)
+    }
+
+    /// [`Throughput::rates`] since the window began; starts a new window.
+    pub(super) fn take(&mut self) -> (f64, f64) {
+        let r = self.rates(self.since.elapsed());
+        *self = Throughput::default();
+        r
+    }
+}
