@@ -83,26 +83,28 @@ impl ResNetConfig {
         };
         let expansion = if self.arch.bottleneck() { 4 } else { 1 };
         let mut in_ch = w;
-        let mut layers = Vec::with_capacity(4);
-        for (stage, &n) in self.arch.blocks().iter().enumerate() {
+        // Stage `stage` (0..4): its blocks, the first one strided (but in
+        // the first stage) and widening from the previous stage's output.
+        let mut layer = |stage: usize| {
             let planes = w << stage;
             let stride = if stage == 0 { 1 } else { 2 };
-            let mut blocks = Vec::with_capacity(n);
-            for b in 0..n {
-                let s = if b == 0 { stride } else { 1 };
-                blocks.push(Block::new(in_ch, planes, s, self.arch.bottleneck(), device));
-                in_ch = planes * expansion;
-            }
-            layers.push(blocks);
-        }
-        let mut layers = layers.into_iter();
+            let n = self.arch.blocks()[stage];
+            (0..n)
+                .map(|b| {
+                    let s = if b == 0 { stride } else { 1 };
+                    let block = Block::new(in_ch, planes, s, self.arch.bottleneck(), device);
+                    in_ch = planes * expansion;
+                    block
+                })
+                .collect::<Vec<_>>()
+        };
         ResNet {
             conv1,
             bn1: bn(w, false, device),
-            layer1: layers.next().unwrap_or_default(),
-            layer2: layers.next().unwrap_or_default(),
-            layer3: layers.next().unwrap_or_default(),
-            layer4: layers.next().unwrap_or_default(),
+            layer1: layer(0),
+            layer2: layer(1),
+            layer3: layer(2),
+            layer4: layer(3),
             maxpool: (!self.small_stem).then(|| {
                 MaxPool2dConfig::new([3, 3])
                     .with_strides([2, 2])

@@ -56,15 +56,6 @@ pub struct CheckpointState {
     pub losses: Vec<(u64, f32)>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| {
-        CheckpointError::Io(IoError {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
 fn record_err(path: &Path) -> impl FnOnce(burn::record::RecorderError) -> CheckpointError + '_ {
     move |e| CheckpointError::Record {
         path: path.to_path_buf(),
@@ -96,13 +87,13 @@ where
     O: Optimizer<BarlowTwins<B>, B>,
 {
     let root = run.join(CHECKPOINTS);
-    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    std::fs::create_dir_all(&root).map_err(IoError::at(&root))?;
     let final_dir = root.join(name(state.step));
     let tmp = root.join(format!(".{}.tmp", name(state.step)));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        std::fs::remove_dir_all(&tmp).map_err(IoError::at(&tmp))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    std::fs::create_dir_all(&tmp).map_err(IoError::at(&tmp))?;
     let rec = Rec::new();
     let model_path = tmp.join(MODEL);
     model
@@ -117,7 +108,7 @@ where
         path: state_path.clone(),
         message: e.to_string(),
     })?;
-    std::fs::write(&state_path, json).map_err(io(&state_path))?;
+    std::fs::write(&state_path, json).map_err(IoError::at(&state_path))?;
     for f in [
         model_path.with_extension("bin"),
         optim_path.with_extension("bin"),
@@ -127,7 +118,7 @@ where
     }
     crate::fs::sync(&tmp)?;
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        std::fs::remove_dir_all(&final_dir).map_err(IoError::at(&final_dir))?;
     }
     crate::fs::rename_durably(&tmp, &final_dir)?;
     Ok(final_dir)
@@ -139,11 +130,11 @@ pub fn list(run: &Path) -> Result<Vec<u64>, CheckpointError> {
     let entries = match std::fs::read_dir(&root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&root)(e)),
+        Err(e) => return Err(IoError::at(&root)(e).into()),
     };
     let mut steps = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(io(&root))?;
+        let entry = entry.map_err(IoError::at(&root))?;
         if let Some(step) = entry.file_name().to_str().and_then(parse_name)
             && entry.path().join(STATE).is_file()
         {
@@ -173,14 +164,14 @@ pub fn prune(run: &Path, keep: usize) -> Result<(), CheckpointError> {
     let steps = list(run)?;
     for &step in &steps[..steps.len().saturating_sub(keep.max(1))] {
         let dir = run.join(CHECKPOINTS).join(name(step));
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        std::fs::remove_dir_all(&dir).map_err(IoError::at(&dir))?;
     }
     Ok(())
 }
 
 pub fn load_state(dir: &Path) -> Result<CheckpointState, CheckpointError> {
     let path = dir.join(STATE);
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let bytes = std::fs::read(&path).map_err(IoError::at(&path))?;
     serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Record {
         path,
         message: e.to_string(),

@@ -145,12 +145,7 @@ impl TrainConfig {
 
     /// Reads a TOML config file.
     pub fn from_toml_file(path: &Path) -> Result<TrainConfig, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            TrainError::Io(IoError {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let text = std::fs::read_to_string(path).map_err(IoError::at(path))?;
         toml::from_str(&text).map_err(|e| TrainError::Config {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -19,8 +19,8 @@ use barlow::progress::Bar;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: fast_image_resize allocates
-/// its filter coefficients on every resize, and glibc's malloc/free cost
-/// about 1.7% of a loader worker's time (perf, `bench-loader --mode full`).
+/// its filter coefficients on every resize, from every loader worker, and
+/// mimalloc's per-thread free lists serve those without contention.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -241,8 +241,8 @@ fn hue_rgb(r: &mut [f32], g: &mut [f32], b: &mut [f32], shift: f32) {
     // `t + 1` for each possible largest channel (base 0, 2, 4 for r, g,
     // b): three constants, so a pixel only selects one.
     let s6 = 6.0 * shift;
-    // Three scalars, not an array: indexed in the loop, the choice below
-    // can compile to a gather (seen in an experiment this session).
+    // Three scalars, not an array: an array indexed in the loop lets the
+    // choice below compile to a gather.
     let [t_r, t_g, t_b] = [0.0f32, 2.0, 4.0].map(|base| {
         let t = (base + s6).rem_euclid(6.0);
         1.0 + if t >= 2.0 { t - 6.0 } else { t }

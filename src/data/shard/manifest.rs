@@ -67,12 +67,7 @@ pub struct SourceInfo {
 impl Manifest {
     /// Reads and parses a manifest, checking its format name and version.
     pub fn read(path: &Path) -> Result<Manifest, ShardError> {
-        let bytes = std::fs::read(path).map_err(|source| {
-            ShardError::Io(IoError {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let bytes = std::fs::read(path).map_err(IoError::at(path))?;
         let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|source| ShardError::ManifestParse {
                 path: path.to_path_buf(),

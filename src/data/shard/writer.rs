@@ -27,12 +27,7 @@ impl ShardWriter {
         let name = shard_file_name(id);
         let final_path = dir.join(&name);
         let tmp_path = dir.join(format!(".{name}.tmp"));
-        let file = File::create(&tmp_path).map_err(|source| {
-            ShardError::Io(IoError {
-                path: tmp_path.clone(),
-                source,
-            })
-        })?;
+        let file = File::create(&tmp_path).map_err(IoError::at(&tmp_path))?;
         let mut w = ShardWriter {
             final_path,
             tmp_path,
@@ -130,12 +125,9 @@ impl ShardWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), ShardError> {
-        self.file.write_all(bytes).map_err(|source| {
-            ShardError::Io(IoError {
-                path: self.tmp_path.clone(),
-                source,
-            })
-        })?;
+        self.file
+            .write_all(bytes)
+            .map_err(IoError::at(&self.tmp_path))?;
         self.pos += bytes.len() as u64;
         Ok(())
     }

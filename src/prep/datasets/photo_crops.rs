@@ -86,12 +86,7 @@ pub struct CropSummary {
 
 fn find_sources(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, CropError> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), CropError> {
-        let rd = fs::read_dir(dir).map_err(|source| {
-            CropError::Io(IoError {
-                path: dir.to_path_buf(),
-                source,
-            })
-        })?;
+        let rd = fs::read_dir(dir).map_err(IoError::at(dir))?;
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() && depth < 16 {

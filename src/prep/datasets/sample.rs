@@ -122,12 +122,7 @@ pub fn make_sample(
     {
         for (class, shape) in PATTERNS.iter().enumerate().take(opts.classes) {
             let dir = out.join(split).join(shape);
-            fs::create_dir_all(&dir).map_err(|source| {
-                SampleError::Io(IoError {
-                    path: dir.clone(),
-                    source,
-                })
-            })?;
+            fs::create_dir_all(&dir).map_err(IoError::at(&dir))?;
             for i in 0..per_class {
                 jobs.push((
                     dir.join(format!("{shape}_{i:05}.jpg")),
@@ -164,12 +159,7 @@ pub fn make_sample(
     progress.finish();
     let marker = out.join(SAMPLE_MARKER);
     let json = serde_json::to_vec_pretty(opts).map_err(|e| SampleError::Options(e.to_string()))?;
-    fs::write(&marker, json).map_err(|source| {
-        SampleError::Io(IoError {
-            path: marker,
-            source,
-        })
-    })?;
+    fs::write(&marker, json).map_err(IoError::at(&marker))?;
     Ok(jobs.len())
 }
 

@@ -85,15 +85,6 @@ pub fn discover(input: &Input) -> Result<Inputs, ShardifyError> {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardifyError + '_ {
-    move |source| {
-        ShardifyError::Io(IoError {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
 fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -108,8 +99,8 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
 /// it is a directory (symlinks followed) and its size.
 fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, bool, u64)>, ShardifyError> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
+    for entry in fs::read_dir(dir).map_err(IoError::at(dir))? {
+        let entry = entry.map_err(IoError::at(dir))?;
         if is_hidden(&entry.file_name()) {
             continue;
         }
@@ -200,7 +191,7 @@ fn discover_folder(root: &Path, layout: Layout) -> Result<Inputs, ShardifyError>
 }
 
 fn discover_list(list: &Path) -> Result<Inputs, ShardifyError> {
-    let text = fs::read_to_string(list).map_err(io_err(list))?;
+    let text = fs::read_to_string(list).map_err(IoError::at(list))?;
     let base = list.parent().unwrap_or(Path::new("."));
     let mut rows: Vec<(PathBuf, Option<&str>)> = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -42,12 +42,7 @@ pub struct Journal {
 
 impl Journal {
     pub fn read(path: &Path) -> Result<Journal, ShardifyError> {
-        let bytes = std::fs::read(path).map_err(|source| {
-            ShardifyError::Io(IoError {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let bytes = std::fs::read(path).map_err(IoError::at(path))?;
         serde_json::from_slice(&bytes).map_err(|e| {
             ShardifyError::Refused(format!(
                 "{} is damaged ({e}); rerun with --overwrite to start over",

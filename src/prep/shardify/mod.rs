@@ -87,6 +87,8 @@ pub enum ShardifyError {
     Input(String),
     #[error("{0}")]
     Refused(String),
+    #[error("cannot record the options: {0}")]
+    Options(String),
     #[error("no image was kept out of {seen} files ({rejected} rejected); nothing written")]
     NoImages { seen: u64, rejected: u64 },
 }
@@ -127,15 +129,6 @@ fn count_reasons(rejected: &[RejectedFile]) -> BTreeMap<String, u64> {
     m
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardifyError + '_ {
-    move |source| {
-        ShardifyError::Io(IoError {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
 /// Makes the dataset folder `output` from `input`. See the module docs.
 pub fn shardify(
     input: &Input,
@@ -145,8 +138,8 @@ pub fn shardify(
 ) -> Result<Summary, ShardifyError> {
     let started = Instant::now();
     let inputs = discover(input)?;
-    fs::create_dir_all(output).map_err(io_err(output))?;
-    let fingerprint = fingerprint(&inputs, opts);
+    fs::create_dir_all(output).map_err(IoError::at(output))?;
+    let fingerprint = fingerprint(&inputs, opts)?;
     let journal_path = output.join(JOURNAL_FILE);
     let mut journal = prepare_output(output, &journal_path, &fingerprint, opts)?;
     let resumed_at = (journal.next_input > 0).then_some(journal.next_input);
@@ -201,12 +194,12 @@ pub fn shardify(
             transcoded: journal.transcoded,
             downsized: journal.downsized,
             rejected: count_reasons(&rejected),
-            options: serde_json::to_value(opts).unwrap_or_default(),
+            options: options_json(opts)?,
             tool: concat!("shardify ", env!("CARGO_PKG_VERSION")).into(),
         },
     };
     manifest.write(&output.join(MANIFEST_FILE))?;
-    fs::remove_file(&journal_path).map_err(io_err(&journal_path))?;
+    fs::remove_file(&journal_path).map_err(IoError::at(&journal_path))?;
     crate::fs::sync(output)?;
     Ok(Summary {
         output: output.to_path_buf(),
@@ -225,10 +218,11 @@ pub fn shardify(
     })
 }
 
-fn fingerprint(inputs: &Inputs, opts: &Options) -> String {
+fn fingerprint(inputs: &Inputs, opts: &Options) -> Result<String, ShardifyError> {
     let mut f = Fingerprint::default();
     f.update(env!("CARGO_PKG_VERSION").as_bytes());
-    f.update(serde_json::to_string(opts).unwrap_or_default().as_bytes());
+    let json = serde_json::to_string(opts).map_err(|e| ShardifyError::Options(e.to_string()))?;
+    f.update(json.as_bytes());
     f.update(inputs.layout.as_bytes());
     for c in &inputs.classes {
         f.update(c.as_bytes());
@@ -238,14 +232,19 @@ fn fingerprint(inputs: &Inputs, opts: &Options) -> String {
         f.update(&it.label.to_le_bytes());
         f.update(&it.size.to_le_bytes());
     }
-    f.hex()
+    Ok(f.hex())
+}
+
+/// The options as the manifest records them.
+fn options_json(opts: &Options) -> Result<serde_json::Value, ShardifyError> {
+    serde_json::to_value(opts).map_err(|e| ShardifyError::Options(e.to_string()))
 }
 
 /// Files in `dir` that a run of ours may have written.
 fn our_files(dir: &Path) -> Result<Vec<PathBuf>, ShardifyError> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
+    for entry in fs::read_dir(dir).map_err(IoError::at(dir))? {
+        let entry = entry.map_err(IoError::at(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // Our files, and their temporaries `.{name}.tmp` (see `ShardWriter`
         // and `write_atomically`); anything else in the folder is left alone.
@@ -281,7 +280,7 @@ fn prepare_output(
     };
     if opts.overwrite {
         for p in our_files(output)? {
-            fs::remove_file(&p).map_err(io_err(&p))?;
+            fs::remove_file(&p).map_err(IoError::at(&p))?;
         }
     }
     let manifest = output.join(MANIFEST_FILE);
@@ -325,7 +324,7 @@ fn prepare_output(
         if name == JOURNAL_FILE || complete.contains(&name.as_str()) {
             continue;
         }
-        fs::remove_file(&p).map_err(io_err(&p))?;
+        fs::remove_file(&p).map_err(IoError::at(&p))?;
     }
     for s in &journal.shards {
         let p = output.join(&s.file);
