@@ -1,6 +1,6 @@
-//! Durable file-system steps, the only way the library replaces a file or
-//! a folder: every atomic writer (shards, manifest, shardify's journal and
-//! reject list, checkpoints, training logs) goes through here.
+//! Durable file-system steps: every atomic writer of the library (shards,
+//! manifest, shardify's journal and reject list, checkpoints, the cut-back
+//! training log) replaces its file or folder through here.
 //!
 //! The pattern: write under a temporary name beside the target, sync it,
 //! rename it over the target, sync the parent folder. A crash at any point
@@ -36,13 +36,13 @@ pub fn rename_durably(from: &Path, to: &Path) -> Result<(), IoError> {
 }
 
 /// The temporary name used for `path` while it is being written:
-/// `.NAME.tmp` beside it.
+/// `.NAME.tmp` beside it. (A path without a file name, such as `/` or
+/// `..`, gets `..tmp` beside it, which no writer here ever asks for.)
 pub fn temporary_name(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parent(path).join(format!(".{name}.tmp"))
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".tmp");
+    parent(path).join(name)
 }
 
 /// Writes `bytes` to `path` atomically and durably.

@@ -1,6 +1,7 @@
-//! How long-running library work reports progress without printing: the
-//! binaries implement [`Progress`] with a progress bar, tests and library
-//! users pass [`Silent`].
+//! How long-running library work reports progress: through a [`Progress`]
+//! the caller passes. The library never prints on its own; the binaries
+//! pass [`Bar`] (a terminal progress bar on standard error), tests and
+//! library users [`Silent`].
 
 /// Receives progress reports. Called from several threads at once.
 pub trait Progress: Sync {

@@ -183,6 +183,11 @@ pub struct Decoded<'a> {
     pub pixels: &'a [u8],
 }
 
+/// The default limit on declared pixels: PIL's decompression-bomb
+/// threshold (`Image.MAX_IMAGE_PIXELS`), the limit a torchvision user
+/// already lives with.
+pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
+
 /// Bytes per pixel of a [`Decoded`] image: R, G, B and an unused fourth.
 pub const PIXEL_BYTES: usize = 4;
 

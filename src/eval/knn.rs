@@ -7,10 +7,13 @@
 //! (a `[chunk, train]` matrix at a time), so memory stays bounded on large
 //! datasets; voting happens on the host.
 
+use std::collections::{BTreeSet, HashMap};
+
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::Features;
+use crate::data::shard::NO_LABEL;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KnnConfig {
@@ -43,6 +46,10 @@ pub struct KnnResult {
 pub enum KnnError {
     #[error("the training features are empty")]
     NoTrain,
+    #[error(
+        "the {set} set has unlabelled records (record {index}): kNN accuracy needs a label for every image (shardify an ImageFolder tree or a file list with labels)"
+    )]
+    Unlabelled { set: &'static str, index: usize },
     #[error("feature sizes differ: train {train}, val {val}")]
     Dim { train: usize, val: usize },
 }
@@ -63,14 +70,19 @@ pub fn knn<B: Backend>(
             val: val.dim,
         });
     }
+    for (set, f) in [("training", train), ("validation", val)] {
+        if let Some(index) = f.labels.iter().position(|&l| l == NO_LABEL) {
+            return Err(KnnError::Unlabelled { set, index });
+        }
+    }
     let k = cfg.k.clamp(1, train.len());
-    let classes = train
-        .labels
-        .iter()
-        .chain(&val.labels)
-        .map(|&l| l as usize + 1)
-        .max()
-        .unwrap_or(1);
+    // Labels may be sparse (numeric labels from a file list): vote over the
+    // labels present, numbered in sorted order so that ties still go to the
+    // lower label.
+    let present: BTreeSet<u32> = train.labels.iter().chain(&val.labels).copied().collect();
+    let dense: HashMap<u32, usize> = present.iter().enumerate().map(|(i, &l)| (l, i)).collect();
+    let class = |label: u32| dense[&label];
+    let classes = present.len().max(1);
     let train_t = train.tensor::<B>(device).transpose();
     let (mut hit1, mut hit5) = (0usize, 0usize);
     let mut votes = vec![0f64; classes];
@@ -92,9 +104,9 @@ pub fn knn<B: Backend>(
             for j in 0..k {
                 let t = idx[r * k + j] as usize;
                 let w = (sims[r * k + j] as f64 / cfg.temperature as f64).exp();
-                votes[train.labels[t] as usize] += w;
+                votes[class(train.labels[t])] += w;
             }
-            let truth = val.labels[start + r] as usize;
+            let truth = class(val.labels[start + r]);
             let mine = votes[truth];
             // Rank of the true class: classes with strictly more votes, ties
             // broken towards the lower label (as argmax would).
@@ -156,6 +168,60 @@ mod tests {
         };
         let r = knn::<Flex>(&train, &val, &flat, &Default::default()).unwrap();
         assert_eq!(r.top1, 50.0);
+    }
+
+    #[test]
+    fn sparse_labels_vote_as_their_dense_numbering_does() {
+        let rows = |labels: [u32; 3]| {
+            feats(&[
+                (&[1.0, 0.0], labels[0]),
+                (&[0.0, 1.0], labels[1]),
+                (&[-0.2, 1.0], labels[2]),
+            ])
+        };
+        let val = |a: u32, b: u32| feats(&[(&[1.0, 0.1], a), (&[0.1, 1.0], b)]);
+        let cfg = KnnConfig {
+            k: 3,
+            temperature: 1e6,
+            ..KnnConfig::default()
+        };
+        let dense = knn::<Flex>(&rows([1, 0, 0]), &val(1, 0), &cfg, &Default::default()).unwrap();
+        // The same classes as 4,000,000,000 and 7: no vote table of 4e9
+        // entries, and the same order between the two classes.
+        let sparse = knn::<Flex>(
+            &rows([4_000_000_000, 7, 7]),
+            &val(4_000_000_000, 7),
+            &cfg,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(sparse, dense);
+        assert_eq!(dense.top1, 50.0);
+    }
+
+    #[test]
+    fn unlabelled_data_is_refused_with_a_reason() {
+        let train = feats(&[(&[1.0, 0.0], 0), (&[0.0, 1.0], NO_LABEL)]);
+        let val = feats(&[(&[1.0, 0.1], 0)]);
+        let err =
+            knn::<Flex>(&train, &val, &KnnConfig::default(), &Default::default()).unwrap_err();
+        assert_eq!(
+            err,
+            KnnError::Unlabelled {
+                set: "training",
+                index: 1
+            }
+        );
+        assert!(err.to_string().contains("needs a label"), "{err}");
+        let err =
+            knn::<Flex>(&val, &train, &KnnConfig::default(), &Default::default()).unwrap_err();
+        assert!(matches!(
+            err,
+            KnnError::Unlabelled {
+                set: "validation",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ impl WarmupCosine {
     /// epochs of `steps_per_epoch` steps: 10 warm-up epochs, or a tenth of
     /// the run's steps when that is fewer (any run under 100 epochs; none
     /// under 10 steps). See `docs/method.md`.
-    pub fn spec(
+    pub fn reference(
         batch_size: usize,
         epochs: u64,
         steps_per_epoch: u64,
@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn values_at_start_end_of_warmup_middle_and_end() {
         // Batch 2048 (base 8), 1000 epochs of 625 steps: the paper's run.
-        let s = WarmupCosine::spec(2048, 1000, 625, 0.2, 0.0048);
+        let s = WarmupCosine::reference(2048, 1000, 625, 0.2, 0.0048);
         assert_eq!(s.warmup_steps, 6250);
         assert_eq!(s.total_steps, 625_000);
         assert_eq!(s.rates(0), (0.0, 0.0));

@@ -44,7 +44,8 @@ pub enum CheckpointError {
     NotFound { path: PathBuf },
 }
 
-/// What `state.json` holds.
+/// What `state.json` holds: what resuming needs, nothing that grows with
+/// the run (the loss history is in the run's `log.jsonl`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointState {
     /// Training steps done; the next step has this number.
@@ -52,8 +53,6 @@ pub struct CheckpointState {
     /// Loader position of the next batch.
     pub position: Position,
     pub config: TrainConfig,
-    /// `(step, loss)` of every step so far (for the loss curve).
-    pub losses: Vec<(u64, f32)>,
 }
 
 fn record_err(path: &Path) -> impl FnOnce(burn::record::RecorderError) -> CheckpointError + '_ {
@@ -89,7 +88,7 @@ where
     let root = run.join(CHECKPOINTS);
     std::fs::create_dir_all(&root).map_err(IoError::at(&root))?;
     let final_dir = root.join(name(state.step));
-    let tmp = root.join(format!(".{}.tmp", name(state.step)));
+    let tmp = crate::fs::temporary_name(&final_dir);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(IoError::at(&tmp))?;
     }

@@ -63,6 +63,26 @@ impl RunLog {
         cut_log(&self.knn, step + 1)
     }
 
+    /// `(step, loss)` of every step logged so far.
+    pub(super) fn losses(&self) -> Result<Vec<(u64, f32)>, TrainError> {
+        let text = match std::fs::read_to_string(&self.steps) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(IoError::at(&self.steps)(e).into()),
+        };
+        text.lines()
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str::<StepLog>(line)
+                    .map(|l| (l.step, l.loss))
+                    .map_err(|e| TrainError::Config {
+                        path: self.steps.clone(),
+                        message: format!("line {}: {e}", i + 1),
+                    })
+            })
+            .collect()
+    }
+
     pub(super) fn step(&self, entry: &StepLog) -> Result<(), TrainError> {
         append(&self.steps, entry)
     }
@@ -83,11 +103,25 @@ fn cut_log(path: &Path, step: u64) -> Result<(), TrainError> {
     struct Step {
         step: u64,
     }
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|s| s.step < step))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut kept = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str::<Step>(line) {
+            Ok(s) if s.step < step => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            Ok(_) => {}
+            // A kill during an append can leave the last line cut short.
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+            Err(e) => {
+                return Err(TrainError::Config {
+                    path: path.to_path_buf(),
+                    message: format!("line {}: {e}", i + 1),
+                });
+            }
+        }
+    }
     Ok(crate::fs::write_atomically(path, kept.as_bytes())?)
 }
 
@@ -139,5 +173,25 @@ impl Throughput {
         let r = self.rates(self.since.elapsed());
         *self = Throughput::default();
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutting_keeps_earlier_steps_drops_a_torn_last_line_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.jsonl");
+        std::fs::write(&p, "{\"step\":0}\n{\"step\":5}\n{\"step\":9}\n{\"ste").unwrap();
+        cut_log(&p, 6).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"step\":0}\n{\"step\":5}\n"
+        );
+        std::fs::write(&p, "{\"step\":0}\ngarbage\n{\"step\":5}\n").unwrap();
+        let err = cut_log(&p, 6).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
     }
 }

@@ -54,7 +54,7 @@ pub fn demo(work: &Path, threads: usize, epochs: u64, cpu: bool) -> Result<(), S
     let started = Instant::now();
     let sample_dir = work.join("sample");
     let opts = SampleOptions::default();
-    if sample::is_complete(&sample_dir, &opts) {
+    if sample::is_complete(&sample_dir, &opts).map_err(|e| e.to_string())? {
         println!("using existing sample images in {}", sample_dir.display());
     } else {
         let n = sample::make_sample(&sample_dir, &opts, threads, &Bar::new())

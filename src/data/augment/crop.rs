@@ -119,7 +119,7 @@ mod tests {
     use crate::rng::stream;
 
     #[test]
-    fn crops_always_fit_and_follow_the_spec_distributions() {
+    fn crops_always_fit_and_follow_the_reference_distributions() {
         let mut rng = stream(&[1]);
         let n = 40_000;
         let (scale, ratio) = ((0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0));

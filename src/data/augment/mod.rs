@@ -48,7 +48,7 @@ pub struct ViewConfig {
 
 impl ViewConfig {
     /// The reference's view 1 (blur always, never solarize).
-    pub fn spec_view1() -> ViewConfig {
+    pub fn reference_view1() -> ViewConfig {
         ViewConfig {
             flip_p: 0.5,
             jitter_p: 0.8,
@@ -64,11 +64,11 @@ impl ViewConfig {
     }
 
     /// The reference's view 2 (blur p 0.1, solarize p 0.2).
-    pub fn spec_view2() -> ViewConfig {
+    pub fn reference_view2() -> ViewConfig {
         ViewConfig {
             blur_p: 0.1,
             solarize_p: 0.2,
-            ..ViewConfig::spec_view1()
+            ..ViewConfig::reference_view1()
         }
     }
 }
@@ -99,7 +99,7 @@ impl Default for AugmentConfig {
             size: 224,
             scale: (0.08, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
-            views: [ViewConfig::spec_view1(), ViewConfig::spec_view2()],
+            views: [ViewConfig::reference_view1(), ViewConfig::reference_view2()],
             eval_crop: default_eval_crop(),
         }
     }
@@ -308,7 +308,7 @@ mod tests {
 
     /// Frequencies of each op over many draws, against the reference's probabilities.
     #[test]
-    fn op_probabilities_and_factor_ranges_follow_the_spec() {
+    fn op_probabilities_and_factor_ranges_follow_the_reference() {
         let cfg = AugmentConfig::default();
         let n = 20_000u64;
         for view in 0..2 {

@@ -103,7 +103,7 @@ impl Default for LoaderConfig {
             prefetch: 2,
             format: PixelFormat::U8,
             mode: Mode::Full,
-            max_pixels: crate::prep::shardify::DEFAULT_MAX_PIXELS,
+            max_pixels: crate::data::decode::DEFAULT_MAX_PIXELS,
             max_replacements: 16,
             #[cfg(test)]
             panic_on_record: None,
@@ -117,18 +117,28 @@ pub enum LoaderError {
     Sampler(#[from] SamplerError),
     #[error("{0}")]
     Shard(Arc<ShardError>),
+    /// `at` names the shard file, the record in it and its offset.
     #[error(
-        "record {record} and {attempts} replacements all failed to decode (last error: {last})"
+        "{at} (dataset record {record}) and {attempts} replacements all failed to decode (last error: {last})"
     )]
     Undecodable {
         record: u64,
+        at: String,
         attempts: u32,
         last: String,
     },
-    #[error("a loader worker panicked on record {record}: {message}")]
-    WorkerPanic { record: u64, message: String },
-    #[error("record {record}: augmentation failed: {message}")]
-    Augment { record: u64, message: String },
+    #[error("a loader worker panicked on {at} (dataset record {record}): {message}")]
+    WorkerPanic {
+        record: u64,
+        at: String,
+        message: String,
+    },
+    #[error("{at} (dataset record {record}): augmentation failed: {message}")]
+    Augment {
+        record: u64,
+        at: String,
+        message: String,
+    },
     #[error("the loader's workers stopped")]
     Stopped,
 }

@@ -56,8 +56,17 @@ fn a_worker_panic_becomes_an_error_at_the_consumer() {
     cfg.panic_on_record = Some(9);
     let mut l = Loader::new(ds, cfg, Position::default()).unwrap();
     match l.next_batch() {
-        Err(LoaderError::WorkerPanic { record: 9, message }) => {
-            assert!(message.contains("test hook"), "{message}")
+        Err(LoaderError::WorkerPanic {
+            record: 9,
+            message,
+            at,
+            ..
+        }) => {
+            assert!(message.contains("test hook"), "{message}");
+            assert!(
+                at.contains("shard-00000.bshard") && at.contains("offset"),
+                "{at}"
+            );
         }
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("batch delivered past a panic"),

@@ -58,6 +58,7 @@ pub(super) fn run(shared: &Shared, tx: &Sender<Event>) {
                 Ok(Err(e)) => Some(e),
                 Err(p) => Some(LoaderError::WorkerPanic {
                     record,
+                    at: shared.dataset.describe(record),
                     message: p
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -169,6 +170,7 @@ fn sample(
                 if attempt > cfg.max_replacements {
                     return Err(LoaderError::Undecodable {
                         record,
+                        at: shared.dataset.describe(record),
                         attempts: cfg.max_replacements,
                         last,
                     });
@@ -209,6 +211,7 @@ fn sample(
             };
             st.aug.render(&img, &p).map_err(|e| LoaderError::Augment {
                 record,
+                at: shared.dataset.describe(used),
                 message: e.to_string(),
             })?;
             if matches!(cfg.mode, Mode::Full | Mode::Eval) {

@@ -218,6 +218,16 @@ pub enum ShardError {
         stored: u32,
         computed: u32,
     },
+    #[error(
+        "{path}: the file changed while mapped (was {mapped} bytes at open, is {now} now); a shard must not be modified or truncated while a loader reads it"
+    )]
+    ChangedUnderMap {
+        path: PathBuf,
+        mapped: u64,
+        now: u64,
+    },
+    #[error("{path}: a record of {len} bytes exceeds the 4 GiB record limit")]
+    RecordTooLarge { path: PathBuf, len: u64 },
     #[error("{path}: record {record} requested, the shard holds {num_records}")]
     NoSuchRecord {
         path: PathBuf,

@@ -109,6 +109,8 @@ impl Shard {
         let record = self.record(i)?;
         let computed = crc32fast::hash(record.bytes);
         if computed != record.meta.crc32 {
+            // A changed length explains the mismatch better than damage.
+            self.check_unchanged()?;
             return Err(ShardError::RecordChecksum {
                 path: self.path.clone(),
                 record: i as u64,
@@ -118,6 +120,25 @@ impl Shard {
             });
         }
         Ok(record)
+    }
+
+    /// Compares the file's length now with the length mapped at open: the
+    /// cheap test for a shard truncated or rewritten under a running loader
+    /// (done on error paths; a truncated map raises SIGBUS on the next read
+    /// past the new end, which no check can intercept).
+    pub fn check_unchanged(&self) -> Result<(), ShardError> {
+        let now = std::fs::metadata(&self.path)
+            .map_err(IoError::at(&self.path))?
+            .len();
+        let mapped = self.map.len() as u64;
+        if now != mapped {
+            return Err(ShardError::ChangedUnderMap {
+                path: self.path.clone(),
+                mapped,
+                now,
+            });
+        }
+        Ok(())
     }
 
     fn out_of_file(&self) -> ShardError {
@@ -346,6 +367,24 @@ impl Dataset {
         // starts is sorted; the shard is the last one starting at or before index.
         let shard = self.starts.partition_point(|&s| s <= index) - 1;
         Ok((shard, (index - self.starts[shard]) as usize))
+    }
+
+    /// Where global record `index` lives, for messages: its shard file,
+    /// the record's number in it and its byte offset there.
+    pub fn describe(&self, index: u64) -> String {
+        match self.locate(index).and_then(|(s, local)| {
+            let shard = &self.shards[s];
+            Ok((
+                shard.path().to_path_buf(),
+                local,
+                shard.record(local)?.meta.offset,
+            ))
+        }) {
+            Ok((path, local, offset)) => {
+                format!("{}: record {local} at offset {offset}", path.display())
+            }
+            Err(e) => e.to_string(),
+        }
     }
 
     /// Global record `index` after checking its bytes against its CRC-32:

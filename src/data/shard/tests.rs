@@ -332,3 +332,29 @@ fn dataset_addresses_records_across_shards_and_checks_the_manifest() {
         Err(ShardError::ManifestParse { .. })
     ));
 }
+
+#[test]
+fn a_shard_changed_under_its_map_is_named_as_such() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_shard(dir.path());
+    let shard = Shard::open(&path).unwrap();
+    let r4 = shard.record(4).unwrap().meta.offset;
+    let mapped = shard.file_len();
+    // Rewritten in place and grown by another process (a shrink would raise
+    // SIGBUS on the next read of the lost pages, which is outside the
+    // contract): record 4's bytes no longer match, and the reason is named.
+    let mut f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.seek(SeekFrom::Start(r4 + 5)).unwrap();
+    f.write_all(&[0xAB]).unwrap();
+    f.seek(SeekFrom::End(0)).unwrap();
+    f.write_all(&[0; 100]).unwrap();
+    drop(f);
+    match shard.verify_record(4) {
+        Err(ShardError::ChangedUnderMap { mapped: m, now, .. }) => {
+            assert_eq!((m, now), (mapped, mapped + 100))
+        }
+        other => panic!("expected ChangedUnderMap, got {other:?}"),
+    }
+    assert!(shard.check_unchanged().is_err());
+}

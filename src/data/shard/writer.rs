@@ -26,7 +26,7 @@ impl ShardWriter {
     pub fn create(dir: &Path, id: usize) -> Result<ShardWriter, ShardError> {
         let name = shard_file_name(id);
         let final_path = dir.join(&name);
-        let tmp_path = dir.join(format!(".{name}.tmp"));
+        let tmp_path = crate::fs::temporary_name(&final_path);
         let file = File::create(&tmp_path).map_err(IoError::at(&tmp_path))?;
         let mut w = ShardWriter {
             final_path,
@@ -58,17 +58,9 @@ impl ShardWriter {
         height: u32,
         flags: u32,
     ) -> Result<(), ShardError> {
-        let len = u32::try_from(bytes.len()).map_err(|_| {
-            ShardError::Io(IoError {
-                path: self.tmp_path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!(
-                        "record of {} bytes exceeds the 4 GiB record limit",
-                        bytes.len()
-                    ),
-                ),
-            })
+        let len = u32::try_from(bytes.len()).map_err(|_| ShardError::RecordTooLarge {
+            path: self.tmp_path.clone(),
+            len: bytes.len() as u64,
         })?;
         self.entries.push(RecordMeta {
             offset: self.pos,

@@ -85,12 +85,17 @@ pub enum SampleError {
     },
 }
 
-/// True when `out` already holds a complete sample set made with `opts`.
-pub fn is_complete(out: &Path, opts: &SampleOptions) -> bool {
-    fs::read(out.join(SAMPLE_MARKER))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<SampleOptions>(&b).ok())
-        .is_some_and(|o| o == *opts)
+/// True when `out` already holds a complete sample set made with `opts`;
+/// false when it holds none, or one made with other options (an unreadable
+/// or foreign marker counts as other options: the set is made again).
+pub fn is_complete(out: &Path, opts: &SampleOptions) -> Result<bool, SampleError> {
+    let marker = out.join(SAMPLE_MARKER);
+    let bytes = match fs::read(&marker) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(IoError::at(&marker)(e).into()),
+    };
+    Ok(serde_json::from_slice::<SampleOptions>(&bytes).is_ok_and(|o| o == *opts))
 }
 
 /// Writes the sample set under `out` (`out/train`, `out/val`), returning the

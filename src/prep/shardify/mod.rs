@@ -36,9 +36,7 @@ use journal::{Fingerprint, JOURNAL_FILE, Journal, RejectedFile};
 /// Name of the list of rejected files written beside the manifest.
 pub const REJECTS_FILE: &str = "rejects.tsv";
 
-/// PIL's decompression-bomb threshold (`Image.MAX_IMAGE_PIXELS`), the limit
-/// a torchvision user already lives with.
-pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
+pub use crate::data::decode::DEFAULT_MAX_PIXELS;
 
 /// Options that shape a run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -328,7 +326,11 @@ fn prepare_output(
     }
     for s in &journal.shards {
         let p = output.join(&s.file);
-        let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        let len = match fs::metadata(&p) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(IoError::at(&p)(e).into()),
+        };
         if len != s.bytes {
             return Err(ShardifyError::Refused(format!(
                 "{}: the journal lists this complete shard with {} bytes, found {len}; use --overwrite to start over",
