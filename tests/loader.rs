@@ -12,8 +12,8 @@ use barlow::data::augment::AugmentConfig;
 use barlow::data::loader::PixelFormat;
 use barlow::data::loader::{Loader, LoaderConfig, LoaderError, Mode};
 use barlow::data::sampler::{Position, SamplerConfig};
-use barlow::data::shard::manifest::{FORMAT_NAME, MANIFEST_FILE, SourceInfo};
-use barlow::data::shard::{Dataset, Manifest, ShardWriter, VERSION};
+
+use barlow::data::shard::Dataset;
 use barlow::prep::shardify::{self, Input, Layout, Options};
 use barlow::progress::Silent;
 use common::*;
@@ -171,35 +171,16 @@ fn ranks_see_disjoint_records_and_the_same_number_of_batches() {
 
 /// A dataset whose records 3 and 7 are not JPEGs, written without shardify.
 fn dataset_with_bad_records(dir: &Path) -> Arc<Dataset> {
-    let mut w = ShardWriter::create(dir, 0).unwrap();
-    for i in 0..12u32 {
-        let bytes = if i == 3 || i == 7 {
-            b"definitely not a jpeg".to_vec()
-        } else {
-            jpeg(40, 30, i)
-        };
-        w.append(&bytes, i % 2, 40, 30, 0).unwrap();
-    }
-    let info = w.finish().unwrap();
-    let manifest = Manifest {
-        format: FORMAT_NAME.into(),
-        version: VERSION,
-        num_records: 12,
-        classes: vec!["a".into(), "b".into()],
-        shards: vec![info],
-        source: SourceInfo {
-            input: "test".into(),
-            layout: "flat".into(),
-            files_seen: 12,
-            transcoded: 0,
-            downsized: 0,
-            rejected: Default::default(),
-            options: serde_json::Value::Null,
-            tool: "test".into(),
-        },
-    };
-    manifest.write(&dir.join(MANIFEST_FILE)).unwrap();
-    Arc::new(Dataset::open(dir).unwrap())
+    let records: Vec<Vec<u8>> = (0..12u32)
+        .map(|i| {
+            if i == 3 || i == 7 {
+                b"definitely not a jpeg".to_vec()
+            } else {
+                jpeg(40, 30, i)
+            }
+        })
+        .collect();
+    Arc::new(dataset_of(dir, &records))
 }
 
 #[test]

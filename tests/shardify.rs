@@ -302,6 +302,27 @@ fn kill_9_at_any_moment_then_rerun_gives_a_valid_complete_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     image_folder(&src, 2, 150);
+    let clean = tmp.path().join("clean");
+    let o = shardify_bin()
+        .arg(&src)
+        .arg(&clean)
+        .args(["--shard-size", "4K"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // The bytes that must come out the same: every shard and the reject list.
+    let data_bytes = |dir: &Path| {
+        folder_bytes(dir)
+            .into_iter()
+            .filter(|(n, _)| n.ends_with(".bshard") || n.ends_with(".tsv"))
+            .collect::<Vec<_>>()
+    };
+    let want = data_bytes(&clean);
+    assert!(
+        want.len() > 10,
+        "too few shards to interrupt: {}",
+        want.len()
+    );
     for (k, delay_ms) in [5u64, 30, 80, 200].into_iter().enumerate() {
         let out = tmp.path().join(format!("out{k}"));
         let mut child = shardify_bin()
@@ -330,6 +351,10 @@ fn kill_9_at_any_moment_then_rerun_gives_a_valid_complete_dataset() {
             String::from_utf8_lossy(&check.stdout)
         );
         assert_eq!(Dataset::open(&out).unwrap().len(), 300);
+        assert!(
+            data_bytes(&out) == want,
+            "killed after {delay_ms} ms: the rerun's shards differ from an uninterrupted run's"
+        );
     }
 }
 
@@ -607,4 +632,55 @@ fn unreadable_zero_size_and_unencodable_files_are_rejected_too() {
     // zune-jpeg refuses a zero dimension while reading the header (our own
     // `zero-size` check backs it up for other decoders).
     assert_eq!(reasons["zero.jpg"], "corrupt-header");
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_the_file_named_and_a_rerun_completes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    image_folder(&src, 2, 40);
+    let clean = tmp.path().join("clean");
+    let args = ["--shard-size", "16K"];
+    let o = shardify_bin()
+        .arg(&src)
+        .arg(&clean)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = tmp.path().join("out");
+    // Files capped at 8 KiB: the first 16 KiB shard cannot be written.
+    let o = with_file_cap(8, env!("CARGO_BIN_EXE_shardify"))
+        .arg(&src)
+        .arg(&out)
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the capped run succeeded");
+    assert!(
+        err.contains("shard-00000.bshard") && err.contains("too large"),
+        "{err}"
+    );
+    assert!(
+        !out.join("manifest.json").exists(),
+        "manifest after a failed run"
+    );
+    assert!(Dataset::open(&out).is_err());
+    // With space again, the same command finishes the dataset, as an
+    // uninterrupted run would have made it.
+    let o = shardify_bin()
+        .arg(&src)
+        .arg(&out)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shards = |d: &Path| {
+        folder_bytes(d)
+            .into_iter()
+            .filter(|(n, _)| n.ends_with(".bshard"))
+            .collect::<Vec<_>>()
+    };
+    assert!(shards(&out) == shards(&clean), "shards differ");
 }

@@ -78,7 +78,7 @@ fn ok(out: Output) -> String {
 }
 
 #[test]
-fn a_killed_run_resumes_with_the_same_batches_and_losses() {
+fn killed_stopped_and_disk_full_runs_resume_with_the_same_batches_and_losses() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());
     let full = tmp.path().join("full");
@@ -123,6 +123,82 @@ fn a_killed_run_resumes_with_the_same_batches_and_losses() {
         assert!((a - b).abs() <= 1e-5 * b.abs(), "step {s}: {a} vs {b}");
     }
     assert!(part.join("backbone.bin").is_file() && part.join("loss.png").is_file());
+
+    // SIGTERM (what a cluster sends a preempted job) mid-epoch: the run
+    // writes a checkpoint of the step in flight, exits with 130, and
+    // --resume continues to the uninterrupted run's losses.
+    let term = tmp.path().join("term");
+    let child = train_cmd(&data, &term)
+        .args(SMALL)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = term.join("log.jsonl");
+    let t = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 9
+        && t.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let stopped_at: u64 = err
+        .split("after step ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stop message: {err}"));
+    assert!((9..STEPS as u64).contains(&stopped_at), "{stopped_at}");
+    let ckpt = term.join(format!("checkpoints/step-{stopped_at:010}/state.json"));
+    assert!(ckpt.is_file(), "no checkpoint at the step it stopped after");
+    ok(train_cmd(&data, &term).arg("--resume").output().unwrap());
+    let got = losses(&term);
+    assert_eq!(got.len(), STEPS, "each step logged once");
+    for ((s, a), (_, b)) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "step {s}: {a} vs {b}");
+    }
+
+    // A full disk (files capped at 64 KiB) when the next checkpoint is due:
+    // a clear error naming the file; the earlier checkpoints stay whole and
+    // loadable, and with space again --resume finishes the run.
+    let full_disk = tmp.path().join("disk");
+    ok(train_cmd(&data, &full_disk)
+        .args(SMALL)
+        .args(["--max-steps", "12"])
+        .output()
+        .unwrap());
+    let out = with_file_cap(64, env!("CARGO_BIN_EXE_barlow"))
+        .args(["train", "--resume", "--max-steps", "120", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&full_disk)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the capped run succeeded");
+    assert!(
+        err.contains("step-0000000018") && err.contains("too large"),
+        "{err}"
+    );
+    let newest = barlow::train::checkpoint::resolve(&full_disk).unwrap();
+    assert!(newest.ends_with("step-0000000012"), "{}", newest.display());
+    barlow::train::checkpoint::load_state(&newest).unwrap();
+    ok(train_cmd(&data, &full_disk)
+        .args(["--resume", "--max-steps", "120"])
+        .output()
+        .unwrap());
+    let got = losses(&full_disk);
+    assert_eq!(got.len(), STEPS, "each step logged once");
+    for ((s, a), (_, b)) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "step {s}: {a} vs {b}");
+    }
 
     // Changing the trajectory on resume is refused with a sentence.
     let out = train_cmd(&data, &part)
@@ -205,4 +281,72 @@ fn a_toml_config_sets_the_run_and_flags_override_it() {
         state["position"],
         serde_json::json!({"epoch": 0, "batch": 3})
     );
+}
+
+/// Slow (about a minute on 2 cores): `cargo test --test train -- --ignored`.
+#[test]
+#[ignore]
+fn kill_9_at_several_points_including_mid_checkpoint_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let full = tmp.path().join("full");
+    ok(train_cmd(&data, &full).args(SMALL).output().unwrap());
+    let want = losses(&full);
+    // Kill moments: while a checkpoint folder is being written, and after
+    // a few, many and most of the logged steps.
+    let moments: [(&str, usize); 4] = [
+        ("mid-checkpoint", 0),
+        ("early", 3),
+        ("middle", 50),
+        ("late", 100),
+    ];
+    for (name, after_lines) in moments {
+        let run = tmp.path().join(name);
+        let mut child = train_cmd(&data, &run)
+            .args(SMALL)
+            .args(["--checkpoint-every", "3"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let due = || {
+            if after_lines == 0 {
+                // A checkpoint being written: its temporary folder exists.
+                std::fs::read_dir(run.join("checkpoints")).is_ok_and(|mut d| {
+                    d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".tmp")))
+                })
+            } else {
+                std::fs::read_to_string(run.join("log.jsonl"))
+                    .is_ok_and(|l| l.lines().count() >= after_lines)
+            }
+        };
+        while !due() && t.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The newest complete checkpoint loads.
+        if let Ok(newest) = barlow::train::checkpoint::resolve(&run) {
+            barlow::train::checkpoint::load_state(&newest)
+                .unwrap_or_else(|e| panic!("{name}: newest checkpoint does not load: {e}"));
+            assert!(newest.join("model.bin").is_file(), "{name}");
+        }
+        let resumed = train_cmd(&data, &run).arg("--resume").output().unwrap();
+        if !resumed.status.success() {
+            // Killed before the first checkpoint: nothing to resume; a fresh
+            // run is the recovery.
+            let err = String::from_utf8_lossy(&resumed.stderr);
+            assert!(err.contains("checkpoint"), "{name}: {err}");
+            ok(train_cmd(&data, &run).args(SMALL).output().unwrap());
+        }
+        let got = losses(&run);
+        assert_eq!(got.len(), STEPS, "{name}: each step logged once");
+        for ((s, a), (_, b)) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "{name}: step {s}: {a} vs {b}"
+            );
+        }
+    }
 }

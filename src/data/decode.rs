@@ -9,6 +9,8 @@
 //! per-image tables of its own). Images over the pixel limit are refused
 //! from their header, before any pixel is decoded.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use zune_jpeg::JpegDecoder;
 use zune_jpeg::zune_core::bytestream::ZCursor;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
@@ -226,8 +228,26 @@ impl Decoder {
     }
 
     /// Decodes `jpeg` into the decoder's buffer.
+    ///
+    /// Never panics: zune-jpeg has panicked on hostile input before, so a
+    /// panic inside it is caught here and becomes this image's
+    /// [`CodecError::Decode`] (the loader then skips and counts the record).
     pub fn decode(&mut self, jpeg: &[u8]) -> Result<Decoded<'_>, CodecError> {
         self.last = (0, 0);
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.decode_into_buffer(jpeg)));
+        self.last = outcome.map_err(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            CodecError::Decode(format!("the JPEG decoder panicked: {message}"))
+        })??;
+        Ok(self.last())
+    }
+
+    /// Decodes `jpeg` into `buf`; returns its width and height.
+    fn decode_into_buffer(&mut self, jpeg: &[u8]) -> Result<(u32, u32), CodecError> {
         let mut dec = jpeg_decoder(jpeg, ColorSpace::RGBA);
         let (width, height) = jpeg_header(&mut dec, self.max_pixels)?;
         // zune-jpeg's RGBA output is right for YCbCr and grayscale sources
@@ -266,12 +286,7 @@ impl Decoder {
         if via_rgb {
             widen_rgb_in_place(out);
         }
-        self.last = (width, height);
-        Ok(Decoded {
-            width,
-            height,
-            pixels: out,
-        })
+        Ok((width, height))
     }
 
     /// The image of the last successful `decode` (empty if it failed).

@@ -207,13 +207,21 @@ pub fn save_backbone<B: Backend>(
     path: &Path,
     model: &BarlowTwins<B>,
 ) -> Result<PathBuf, CheckpointError> {
+    // Written under a temporary name, synced and renamed: a crash leaves
+    // the previous backbone.bin or the new one, never a torn file.
+    let target = path.with_extension("bin");
+    let tmp = crate::fs::temporary_name(&target);
     let rec = Rec::new();
     model
         .backbone
         .clone()
-        .save_file(path, &rec)
-        .map_err(record_err(path))?;
-    Ok(path.with_extension("bin"))
+        .save_file(&tmp, &rec)
+        .map_err(record_err(&target))?;
+    // The recorder names the file itself: `tmp` with its extension set.
+    let written = tmp.with_extension("bin");
+    crate::fs::sync(&written)?;
+    crate::fs::rename_durably(&written, &target)?;
+    Ok(target)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod step;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
@@ -166,6 +167,13 @@ pub struct RunOptions {
     /// Checkpoints kept (the newest).
     pub keep_checkpoints: usize,
     pub monitor: Option<Monitor>,
+    /// When this flag is raised (by a signal handler, say), the run stops
+    /// after the step in flight, writes a checkpoint of it and returns
+    /// with [`TrainSummary::stopped`] set; `resume` continues from there.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Testing aid: a loader worker panics on this record.
+    #[cfg(test)]
+    pub(crate) panic_on_record: Option<u64>,
 }
 
 impl RunOptions {
@@ -176,6 +184,9 @@ impl RunOptions {
             checkpoint_every: None,
             keep_checkpoints: 2,
             monitor: None,
+            stop: None,
+            #[cfg(test)]
+            panic_on_record: None,
         }
     }
 }
@@ -267,6 +278,8 @@ pub struct TrainSummary {
     pub knn: Vec<KnnLog>,
     pub checkpoint: PathBuf,
     pub backbone: PathBuf,
+    /// The run was stopped early by [`RunOptions::stop`]; `steps` is where.
+    pub stopped: bool,
 }
 
 /// Trains on `dataset` per `cfg`, writing into `run.out`.
@@ -302,7 +315,13 @@ pub fn train<B: AutodiffBackend>(
         log.start()?;
         (0, Position::default(), Vec::new())
     };
-    let mut loader = Loader::new(dataset, cfg.loader_config(), start)?;
+    #[cfg_attr(not(test), allow(unused_mut))]
+    let mut loader_cfg = cfg.loader_config();
+    #[cfg(test)]
+    {
+        loader_cfg.panic_on_record = run.panic_on_record;
+    }
+    let mut loader = Loader::new(dataset, loader_cfg, start)?;
     let schedule = WarmupCosine::reference(
         cfg.batch_size,
         cfg.epochs,
@@ -337,6 +356,7 @@ pub fn train<B: AutodiffBackend>(
         monitor(&model, 0, 0)?;
     }
     let mut last_checkpoint = None;
+    let mut done = total;
     progress.begin("train", total, start_step);
     for step in start_step..total {
         // Two augmented views of the same images, from the loader.
@@ -385,7 +405,8 @@ pub fn train<B: AutodiffBackend>(
         let every = run
             .checkpoint_every
             .is_some_and(|n| (step + 1) % n.max(1) == 0);
-        if epoch_done || every || step + 1 == total {
+        let stop = run.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        if epoch_done || every || stop || step + 1 == total {
             let state = CheckpointState {
                 step: step + 1,
                 position: next,
@@ -393,6 +414,10 @@ pub fn train<B: AutodiffBackend>(
             };
             last_checkpoint = Some(checkpoint::save(out, &state, &model, &optim)?);
             checkpoint::prune(out, run.keep_checkpoints)?;
+        }
+        if stop {
+            done = step + 1;
+            break;
         }
     }
     progress.finish();
@@ -412,7 +437,7 @@ pub fn train<B: AutodiffBackend>(
     Ok((
         model,
         TrainSummary {
-            steps: total,
+            steps: done,
             start_step,
             losses,
             images_per_sec,
@@ -421,6 +446,7 @@ pub fn train<B: AutodiffBackend>(
             knn: knn_logs,
             checkpoint,
             backbone,
+            stopped: done < total,
         },
     ))
 }
@@ -530,6 +556,23 @@ mod tests {
         assert!(!json.contains("losses"), "{json}");
         assert!(summary.backbone.is_file());
         assert!(image::open(run.out.join("loss.png")).is_ok());
+    }
+
+    #[test]
+    fn a_loader_worker_panic_stops_training_with_an_error_naming_the_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tiny(tmp.path(), 12);
+        let run = RunOptions {
+            panic_on_record: Some(5),
+            ..RunOptions::new(tmp.path().join("run"))
+        };
+        match train::<Cpu>(ds, &small(), &run, &Default::default(), &Silent) {
+            Err(TrainError::Loader(LoaderError::WorkerPanic { record: 5, at, .. })) => {
+                assert!(at.contains(".bshard"), "{at}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("training went on past a worker panic"),
+        }
     }
 
     #[test]

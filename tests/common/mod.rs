@@ -89,3 +89,48 @@ pub fn folder_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// `program args...` run with every file it writes capped at `kib` KiB, as
+/// a full disk would stop it: writes past the cap fail with "File too
+/// large" (SIGXFSZ is ignored, so the program sees the error).
+#[allow(dead_code)]
+pub fn with_file_cap(kib: u64, program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg("trap '' XFSZ; ulimit -f \"$0\"; exec \"$@\"")
+        .arg((kib * 2).to_string())
+        .arg(program);
+    c
+}
+
+/// A one-shard dataset in `dir` holding `records` as they are (written
+/// without shardify, so they may be anything), labelled 0 and 1 in turn.
+#[allow(dead_code)]
+pub fn dataset_of(dir: &Path, records: &[Vec<u8>]) -> barlow::data::shard::Dataset {
+    use barlow::data::shard::manifest::{FORMAT_NAME, MANIFEST_FILE, SourceInfo};
+    use barlow::data::shard::{Dataset, Manifest, ShardWriter, VERSION};
+    let mut w = ShardWriter::create(dir, 0).unwrap();
+    for (i, bytes) in records.iter().enumerate() {
+        w.append(bytes, i as u32 % 2, 40, 30, 0).unwrap();
+    }
+    let info = w.finish().unwrap();
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        version: VERSION,
+        num_records: records.len() as u64,
+        classes: vec!["a".into(), "b".into()],
+        shards: vec![info],
+        source: SourceInfo {
+            input: "test".into(),
+            layout: "flat".into(),
+            files_seen: records.len() as u64,
+            transcoded: 0,
+            downsized: 0,
+            rejected: Default::default(),
+            options: serde_json::Value::Null,
+            tool: "test".into(),
+        },
+    };
+    manifest.write(&dir.join(MANIFEST_FILE)).unwrap();
+    Dataset::open(dir).unwrap()
+}

@@ -236,7 +236,13 @@ fn main() -> ExitCode {
             };
             bench_loader(&data, &cfg, &mode, warmup, batches, json)
         }
-        Command::Train(args) => train_cmd::run_train(*args),
+        // A run stopped by SIGINT/SIGTERM exits with 130 (interrupted) after
+        // its final checkpoint, so that `barlow train ... && next` stops too.
+        Command::Train(args) => match train_cmd::run_train(*args) {
+            Ok(true) => return ExitCode::from(130),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        },
         Command::Eval(EvalCommand::Knn(args)) => train_cmd::run_knn(args),
         Command::Preview {
             data,

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use barlow::backend::{BackendChoice, BackendKind, Precision};
 use barlow::data::shard::Dataset;
@@ -179,7 +180,9 @@ pub fn open(path: &Path) -> Result<Arc<Dataset>, String> {
     Dataset::open(path).map(Arc::new).map_err(|e| e.to_string())
 }
 
-pub fn run_train(a: TrainArgs) -> Result<(), String> {
+/// Trains; `Ok(true)` when a signal stopped the run (after its final
+/// checkpoint).
+pub fn run_train(a: TrainArgs) -> Result<bool, String> {
     let cfg = a.config()?;
     let choice = a.backend.choice()?;
     let ds = open(&a.data)?;
@@ -196,11 +199,19 @@ pub fn run_train(a: TrainArgs) -> Result<(), String> {
         }),
         None => None,
     };
+    // SIGINT (Ctrl-C) and SIGTERM (what a cluster sends a preempted job)
+    // stop the run after the step in flight, with a checkpoint of it.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install the handler of signal {signal}: {e}"))?;
+    }
     let run = RunOptions {
         resume: a.resume,
         checkpoint_every: a.checkpoint_every,
         keep_checkpoints: a.keep_checkpoints,
         monitor,
+        stop: Some(stop),
         ..RunOptions::new(&a.out)
     };
     println!(
@@ -250,9 +261,16 @@ pub fn run_train(a: TrainArgs) -> Result<(), String> {
             "last_loss": last,
             "knn_top1": s.knn.last().map(|k| k.top1),
             "checkpoint": s.checkpoint,
+            "stopped": s.stopped,
         })
     );
-    Ok(())
+    if s.stopped {
+        eprintln!(
+            "barlow: stopped by a signal after step {}; checkpoint written; continue with --resume",
+            s.steps
+        );
+    }
+    Ok(s.stopped)
 }
 
 /// `barlow eval knn`'s flags.

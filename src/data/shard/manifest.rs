@@ -68,8 +68,14 @@ impl Manifest {
     /// Reads and parses a manifest, checking its format name and version.
     pub fn read(path: &Path) -> Result<Manifest, ShardError> {
         let bytes = std::fs::read(path).map_err(IoError::at(path))?;
+        Manifest::parse(&bytes, path)
+    }
+
+    /// Parses manifest `bytes` read from `path` (named in errors), checking
+    /// the format name and version.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Manifest, ShardError> {
         let m: Manifest =
-            serde_json::from_slice(&bytes).map_err(|source| ShardError::ManifestParse {
+            serde_json::from_slice(bytes).map_err(|source| ShardError::ManifestParse {
                 path: path.to_path_buf(),
                 source,
             })?;

@@ -43,7 +43,12 @@ pub struct Journal {
 impl Journal {
     pub fn read(path: &Path) -> Result<Journal, ShardifyError> {
         let bytes = std::fs::read(path).map_err(IoError::at(path))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        Journal::parse(&bytes, path)
+    }
+
+    /// Parses journal `bytes` read from `path` (named in errors).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Journal, ShardifyError> {
+        serde_json::from_slice(bytes).map_err(|e| {
             ShardifyError::Refused(format!(
                 "{} is damaged ({e}); rerun with --overwrite to start over",
                 path.display()
