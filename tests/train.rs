@@ -174,6 +174,20 @@ fn killed_stopped_and_disk_full_runs_resume_with_the_same_batches_and_losses() {
         .args(["--max-steps", "12"])
         .output()
         .unwrap());
+    // Capped at 1 KiB, even the log cannot be written: the error names it.
+    let out = with_file_cap(1, env!("CARGO_BIN_EXE_barlow"))
+        .args(["train", "--resume", "--max-steps", "120", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&full_disk)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the capped run succeeded");
+    assert!(
+        err.contains("log.jsonl") && err.contains("too large"),
+        "{err}"
+    );
     let out = with_file_cap(64, env!("CARGO_BIN_EXE_barlow"))
         .args(["train", "--resume", "--max-steps", "120", "--data"])
         .arg(&data)
