@@ -323,6 +323,7 @@ fn kill_9_at_any_moment_then_rerun_gives_a_valid_complete_dataset() {
         "too few shards to interrupt: {}",
         want.len()
     );
+    let mut interrupted = 0;
     for (k, delay_ms) in [5u64, 30, 80, 200].into_iter().enumerate() {
         let out = tmp.path().join(format!("out{k}"));
         let mut child = shardify_bin()
@@ -335,6 +336,10 @@ fn kill_9_at_any_moment_then_rerun_gives_a_valid_complete_dataset() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL on Unix
         let _ = child.wait();
+        // Killed mid-run: the journal is there and no manifest is.
+        if out.join(".shardify-journal.json").exists() && !out.join("manifest.json").exists() {
+            interrupted += 1;
+        }
         if !out.join("manifest.json").exists() {
             let o = shardify_bin()
                 .arg(&src)
@@ -356,6 +361,7 @@ fn kill_9_at_any_moment_then_rerun_gives_a_valid_complete_dataset() {
             "killed after {delay_ms} ms: the rerun's shards differ from an uninterrupted run's"
         );
     }
+    assert!(interrupted >= 1, "no kill landed in the middle of a run");
 }
 
 #[test]

@@ -335,11 +335,19 @@ fn kill_9_at_several_points_including_mid_checkpoint_loses_nothing() {
                     .is_ok_and(|l| l.lines().count() >= after_lines)
             }
         };
-        while !due() && t.elapsed() < Duration::from_secs(120) {
+        let mut hit = false;
+        while t.elapsed() < Duration::from_secs(120) {
+            if due() {
+                hit = true;
+                break;
+            }
             std::thread::sleep(Duration::from_micros(200));
         }
+        let running = child.try_wait().unwrap().is_none();
         child.kill().unwrap();
         child.wait().unwrap();
+        assert!(hit, "{name}: the moment to kill never came");
+        assert!(running, "{name}: the run had finished before the kill");
         // The newest complete checkpoint loads.
         if let Ok(newest) = barlow::train::checkpoint::resolve(&run) {
             barlow::train::checkpoint::load_state(&newest)

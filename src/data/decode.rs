@@ -248,6 +248,10 @@ impl Decoder {
 
     /// Decodes `jpeg` into `buf`; returns its width and height.
     fn decode_into_buffer(&mut self, jpeg: &[u8]) -> Result<(u32, u32), CodecError> {
+        #[cfg(test)]
+        if jpeg == tests::PANICKING_INPUT {
+            panic!("test hook: the decoder panics");
+        }
         let mut dec = jpeg_decoder(jpeg, ColorSpace::RGBA);
         let (width, height) = jpeg_header(&mut dec, self.max_pixels)?;
         // zune-jpeg's RGBA output is right for YCbCr and grayscale sources
@@ -317,6 +321,27 @@ fn widen_rgb_in_place(buf: &mut [u8]) {
 pub(crate) mod tests {
     use super::*;
     use crate::prep::transcode::encode_jpeg;
+
+    /// Bytes on which the decoder panics (test builds only), standing in
+    /// for an input that makes zune-jpeg panic.
+    pub(crate) const PANICKING_INPUT: &[u8] = b"barlow test: make the decoder panic";
+
+    #[test]
+    fn a_panic_inside_the_decoder_is_this_images_decode_error() {
+        let mut d = Decoder::new(1 << 20);
+        match d.decode(PANICKING_INPUT) {
+            Err(CodecError::Decode(m)) => assert!(m.contains("panicked"), "{m}"),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+        assert_eq!(
+            d.last().pixels.len(),
+            0,
+            "nothing of the failed image is offered"
+        );
+        // The decoder works on after it.
+        let ok = encode_jpeg(&gradient(24, 16), 90).unwrap();
+        assert_eq!(d.decode(&ok).unwrap().width, 24);
+    }
 
     /// A smooth test image: red across, green down.
     pub(crate) fn gradient(w: u32, h: u32) -> RgbImage {

@@ -180,6 +180,18 @@ pub fn open(path: &Path) -> Result<Arc<Dataset>, String> {
     Dataset::open(path).map(Arc::new).map_err(|e| e.to_string())
 }
 
+/// `ds` if it has class labels: the kNN monitor needs them, and a flat
+/// (unlabelled) dataset is refused here rather than after the first epoch.
+fn labelled(ds: Arc<Dataset>, path: &Path) -> Result<Arc<Dataset>, String> {
+    if ds.manifest().classes.is_empty() {
+        return Err(format!(
+            "{}: this dataset has no class labels (shardified from a flat folder or an unlabelled list); the kNN monitor (--val) needs labelled train and val sets",
+            path.display()
+        ));
+    }
+    Ok(ds)
+}
+
 /// Trains; `Ok(true)` when a signal stopped the run (after its final
 /// checkpoint).
 pub fn run_train(a: TrainArgs) -> Result<bool, String> {
@@ -188,8 +200,8 @@ pub fn run_train(a: TrainArgs) -> Result<bool, String> {
     let ds = open(&a.data)?;
     let monitor = match &a.val {
         Some(v) => Some(Monitor {
-            train: ds.clone(),
-            val: open(v)?,
+            train: labelled(ds.clone(), &a.data)?,
+            val: labelled(open(v)?, v)?,
             every_epochs: a.knn_every,
             at_start: false,
             knn: KnnConfig {
@@ -200,11 +212,16 @@ pub fn run_train(a: TrainArgs) -> Result<bool, String> {
         None => None,
     };
     // SIGINT (Ctrl-C) and SIGTERM (what a cluster sends a preempted job)
-    // stop the run after the step in flight, with a checkpoint of it.
+    // stop the run after the step in flight, with a checkpoint of it; a
+    // second one exits at once (status 130), for a run stuck in a long kNN
+    // pass or a hung loader. The shutdown action must be registered first.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| format!("cannot install the handler of signal {signal}: {e}"))?;
+        let failed =
+            |e: std::io::Error| format!("cannot install the handler of signal {signal}: {e}");
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .map_err(failed)?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(failed)?;
     }
     let run = RunOptions {
         resume: a.resume,
