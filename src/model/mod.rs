@@ -82,18 +82,27 @@ impl<B: Backend> BarlowTwins<B> {
     }
 }
 
-/// u8 NCHW pixels -> f32 normalised with the reference's mean and std. The
-/// pixels are widened to i32 on the host and uploaded as such (4 bytes a
-/// value); the conversion to f32 and the normalisation run on the device.
+/// u8 NCHW pixels onto the device as they are: one byte a value, a
+/// quarter of what f32 would move.
+pub fn upload_u8<B: Backend>(
+    pixels: &[u8],
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4, burn::tensor::Int> {
+    let data = burn::tensor::TensorData::new(pixels.to_vec(), shape);
+    Tensor::from_data(data, (device, burn::tensor::DType::U8))
+}
+
+/// u8 NCHW pixels -> f32 normalised with the reference's mean and std: the
+/// bytes are uploaded as u8 ([`upload_u8`]), then converted and normalised
+/// on the device.
 pub fn normalise_u8<B: Backend>(
     pixels: &[u8],
     shape: [usize; 4],
     device: &B::Device,
 ) -> Tensor<B, 4> {
     use crate::data::augment::output::{MEAN, STD};
-    let data = burn::tensor::TensorData::new(pixels.to_vec(), shape);
-    let x =
-        Tensor::<B, 4, burn::tensor::Int>::from_data(data.convert::<i32>(), device).float() / 255.0;
+    let x = upload_u8::<B>(pixels, shape, device).float() / 255.0;
     let mean = Tensor::<B, 1>::from_floats(MEAN, device).reshape([1, 3, 1, 1]);
     let std = Tensor::<B, 1>::from_floats(STD, device).reshape([1, 3, 1, 1]);
     (x - mean) / std
@@ -115,6 +124,16 @@ mod tests {
         );
         assert!(parse_projector("8192-x").is_err());
         assert!(parse_projector("").is_err());
+    }
+
+    #[test]
+    fn pixels_cross_to_the_device_as_u8_bytes() {
+        let d = Default::default();
+        let px: Vec<u8> = (0..2 * 3 * 4 * 4).map(|i| (i * 37 % 256) as u8).collect();
+        let x = upload_u8::<Flex>(&px, [2, 3, 4, 4], &d);
+        assert_eq!(x.dtype(), burn::tensor::DType::U8);
+        let back: Vec<u8> = x.into_data().to_vec().unwrap();
+        assert_eq!(back, px);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The last touch of a pixel: planar f32 in [0, 255] -> the batch slot,
 //! either u8 (rounded to nearest, ties to even; a quarter of f32's bytes,
-//! normalised later by the trainer) or f32 normalised with the ImageNet mean
-//! and std.
+//! uploaded as u8 and normalised on the device by the trainer) or f32
+//! normalised with the ImageNet mean and std.
 
 use multiversion::multiversion;
 
