@@ -36,6 +36,15 @@ fn loader(ds: Dataset, batch: usize) -> Loader {
     Loader::new(Arc::new(ds), cfg, Position::default()).unwrap()
 }
 
+/// shardify over a flat folder of images, default options.
+fn shardify_flat(src: &Path, out: &Path) -> Result<shardify::Summary, shardify::ShardifyError> {
+    let input = Input::Folder {
+        path: src.to_path_buf(),
+        layout: shardify::Layout::Flat,
+    };
+    shardify::shardify(&input, out, &Options::default(), &Silent)
+}
+
 /// Runs two epochs over a dataset of `bad` records plus good ones: every
 /// batch is delivered and full, and what failed to decode was counted.
 fn loader_survives(dir: &Path, bad: Vec<Vec<u8>>) -> u64 {
@@ -92,17 +101,7 @@ fn huge_declared_dimensions_are_refused_from_the_header() {
     let src = tmp.path().join("src");
     write(&src.join("huge.jpg"), &jpeg_claiming(60_000));
     write(&src.join("fine.jpg"), &jpeg(40, 30, 1));
-    let out = tmp.path().join("out");
-    let s = shardify::shardify(
-        &Input::Folder {
-            path: src,
-            layout: shardify::Layout::Flat,
-        },
-        &out,
-        &Options::default(),
-        &Silent,
-    )
-    .unwrap();
+    let s = shardify_flat(&src, &tmp.path().join("out")).unwrap();
     assert_eq!(s.records, 1);
     assert_eq!(s.rejected.len(), 1);
     assert_eq!(s.rejected[0].reason, "too-large");
@@ -171,17 +170,7 @@ fn unwritable_outputs_are_errors_naming_the_path() {
     fs::write(&blocker, b"x").unwrap();
     let src = tmp.path().join("src");
     write(&src.join("one.jpg"), &jpeg(40, 30, 1));
-    let out = blocker.join("shards");
-    let err = shardify::shardify(
-        &Input::Folder {
-            path: src,
-            layout: shardify::Layout::Flat,
-        },
-        &out,
-        &Options::default(),
-        &Silent,
-    )
-    .unwrap_err();
+    let err = shardify_flat(&src, &blocker.join("shards")).unwrap_err();
     assert!(err.to_string().contains("a-file"), "{err}");
     let err = barlow::fs::write_atomically(&blocker.join("log.jsonl"), b"{}").unwrap_err();
     assert!(err.to_string().contains("a-file"), "{err}");

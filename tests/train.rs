@@ -174,33 +174,23 @@ fn killed_stopped_and_disk_full_runs_resume_with_the_same_batches_and_losses() {
         .args(["--max-steps", "12"])
         .output()
         .unwrap());
-    // Capped at 1 KiB, even the log cannot be written: the error names it.
-    let out = with_file_cap(1, env!("CARGO_BIN_EXE_barlow"))
-        .args(["train", "--resume", "--max-steps", "120", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&full_disk)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the capped run succeeded");
-    assert!(
-        err.contains("log.jsonl") && err.contains("too large"),
-        "{err}"
-    );
-    let out = with_file_cap(64, env!("CARGO_BIN_EXE_barlow"))
-        .args(["train", "--resume", "--max-steps", "120", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&full_disk)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the capped run succeeded");
-    assert!(
-        err.contains("step-0000000018") && err.contains("too large"),
-        "{err}"
-    );
+    // `--resume` with files capped at `kib` KiB: it must fail, naming
+    // `file` and the cause.
+    let capped_resume_fails_on = |kib: u64, file: &str| {
+        let out = with_file_cap(kib, env!("CARGO_BIN_EXE_barlow"))
+            .args(["train", "--resume", "--max-steps", "120", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&full_disk)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the capped run succeeded");
+        assert!(err.contains(file) && err.contains("too large"), "{err}");
+    };
+    // Capped at 1 KiB, even the log cannot be written.
+    capped_resume_fails_on(1, "log.jsonl");
+    capped_resume_fails_on(64, "step-0000000018");
     let newest = barlow::train::checkpoint::resolve(&full_disk).unwrap();
     assert!(newest.ends_with("step-0000000012"), "{}", newest.display());
     barlow::train::checkpoint::load_state(&newest).unwrap();

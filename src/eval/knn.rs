@@ -7,8 +7,6 @@
 //! (a `[chunk, train]` matrix at a time), so memory stays bounded on large
 //! datasets; voting happens on the host.
 
-use std::collections::{BTreeSet, HashMap};
-
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -79,9 +77,11 @@ pub fn knn<B: Backend>(
     // Labels may be sparse (numeric labels from a file list): vote over the
     // labels present, numbered in sorted order so that ties still go to the
     // lower label.
-    let present: BTreeSet<u32> = train.labels.iter().chain(&val.labels).copied().collect();
-    let dense: HashMap<u32, usize> = present.iter().enumerate().map(|(i, &l)| (l, i)).collect();
-    let class = |label: u32| dense[&label];
+    let mut present: Vec<u32> = train.labels.iter().chain(&val.labels).copied().collect();
+    present.sort_unstable();
+    present.dedup();
+    // Every label is in `present` by construction.
+    let class = |label: u32| present.binary_search(&label).unwrap_or(0);
     let classes = present.len().max(1);
     let train_t = train.tensor::<B>(device).transpose();
     let (mut hit1, mut hit5) = (0usize, 0usize);

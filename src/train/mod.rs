@@ -315,12 +315,11 @@ pub fn train<B: AutodiffBackend>(
         log.start()?;
         (0, Position::default(), Vec::new())
     };
-    #[cfg_attr(not(test), allow(unused_mut))]
-    let mut loader_cfg = cfg.loader_config();
-    #[cfg(test)]
-    {
-        loader_cfg.panic_on_record = run.panic_on_record;
-    }
+    let loader_cfg = LoaderConfig {
+        #[cfg(test)]
+        panic_on_record: run.panic_on_record,
+        ..cfg.loader_config()
+    };
     let mut loader = Loader::new(dataset, loader_cfg, start)?;
     let schedule = WarmupCosine::reference(
         cfg.batch_size,

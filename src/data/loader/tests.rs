@@ -5,68 +5,39 @@ use std::path::Path;
 
 use super::*;
 use crate::data::decode::RgbImage;
-use crate::prep::shardify::{self, Input, Layout, Options};
+use crate::data::shard::manifest::{FORMAT_NAME, MANIFEST_FILE, SourceInfo};
+use crate::data::shard::{Manifest, ShardWriter, VERSION};
 use crate::prep::transcode::encode_jpeg;
-use crate::progress::Silent;
 
-/// `n` small JPEGs in two classes, shardified.
-fn small_dataset(dir: &Path, n: u32) -> Arc<Dataset> {
-    let src = dir.join("src");
-    for i in 0..n {
-        let class = src.join(format!("c{}", i % 2));
-        std::fs::create_dir_all(&class).unwrap();
-        let img = RgbImage {
-            width: 40,
-            height: 30,
-            pixels: (0..40 * 30 * 3)
-                .map(|k| ((k * 7 + i * 13) % 256) as u8)
-                .collect(),
-        };
-        std::fs::write(
-            class.join(format!("{i:03}.jpg")),
-            encode_jpeg(&img, 90).unwrap(),
-        )
-        .unwrap();
-    }
-    let out = dir.join("shards");
-    let input = Input::Folder {
-        path: src,
-        layout: Layout::ImageFolder,
+/// A small JPEG, different for each `i`.
+fn jpeg(i: u32) -> Vec<u8> {
+    let img = RgbImage {
+        width: 40,
+        height: 30,
+        pixels: (0..40 * 30 * 3)
+            .map(|k| ((k * 7 + i * 13) % 256) as u8)
+            .collect(),
     };
-    shardify::shardify(&input, &out, &Options::default(), &Silent).unwrap();
-    Arc::new(Dataset::open(&out).unwrap())
+    encode_jpeg(&img, 90).unwrap()
 }
 
-#[test]
-fn a_record_on_which_the_decoder_panics_is_skipped_and_counted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut w = crate::data::shard::ShardWriter::create(tmp.path(), 0).unwrap();
-    for i in 0..8u32 {
-        let bytes = if i == 5 {
-            crate::data::decode::tests::PANICKING_INPUT.to_vec()
-        } else {
-            let img = RgbImage {
-                width: 40,
-                height: 30,
-                pixels: (0..40 * 30 * 3)
-                    .map(|k| ((k * 7 + i * 13) % 256) as u8)
-                    .collect(),
-            };
-            encode_jpeg(&img, 90).unwrap()
-        };
-        w.append(&bytes, i % 2, 40, 30, 0).unwrap();
+/// A one-shard dataset in `dir` holding `records` as they are.
+fn dataset_of(dir: &Path, records: &[Vec<u8>]) -> Arc<Dataset> {
+    let mut w = ShardWriter::create(dir, 0).unwrap();
+    for (i, bytes) in records.iter().enumerate() {
+        w.append(bytes, i as u32 % 2, 40, 30, 0).unwrap();
     }
-    let info = w.finish().unwrap();
-    let manifest = crate::data::shard::Manifest {
-        format: crate::data::shard::manifest::FORMAT_NAME.into(),
-        version: crate::data::shard::VERSION,
-        num_records: 8,
+    let n = records.len() as u64;
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        version: VERSION,
+        num_records: n,
         classes: vec!["a".into(), "b".into()],
-        shards: vec![info],
-        source: crate::data::shard::manifest::SourceInfo {
+        shards: vec![w.finish().unwrap()],
+        source: SourceInfo {
             input: "test".into(),
             layout: "flat".into(),
-            files_seen: 8,
+            files_seen: n,
             transcoded: 0,
             downsized: 0,
             rejected: Default::default(),
@@ -74,23 +45,39 @@ fn a_record_on_which_the_decoder_panics_is_skipped_and_counted() {
             tool: "test".into(),
         },
     };
-    manifest
-        .write(&tmp.path().join(crate::data::shard::manifest::MANIFEST_FILE))
-        .unwrap();
-    let ds = Arc::new(Dataset::open(tmp.path()).unwrap());
-    let cfg = LoaderConfig {
+    manifest.write(&dir.join(MANIFEST_FILE)).unwrap();
+    Arc::new(Dataset::open(dir).unwrap())
+}
+
+fn config(batch_size: usize, threads: usize) -> LoaderConfig {
+    LoaderConfig {
         sampler: SamplerConfig {
-            batch_size: 8,
+            batch_size,
             ..SamplerConfig::default()
         },
         augment: AugmentConfig {
             size: 24,
             ..AugmentConfig::default()
         },
-        threads: 2,
+        threads,
         ..LoaderConfig::default()
-    };
-    let mut l = Loader::new(ds, cfg, Position::default()).unwrap();
+    }
+}
+
+#[test]
+fn a_record_on_which_the_decoder_panics_is_skipped_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records: Vec<Vec<u8>> = (0..8u32)
+        .map(|i| {
+            if i == 5 {
+                crate::data::decode::tests::PANICKING_INPUT.to_vec()
+            } else {
+                jpeg(i)
+            }
+        })
+        .collect();
+    let ds = dataset_of(tmp.path(), &records);
+    let mut l = Loader::new(ds, config(8, 2), Position::default()).unwrap();
     for _ in 0..3 {
         let b = l.next_batch().unwrap();
         assert!(
@@ -107,20 +94,12 @@ fn a_record_on_which_the_decoder_panics_is_skipped_and_counted() {
 #[test]
 fn a_worker_panic_becomes_an_error_at_the_consumer() {
     let tmp = tempfile::tempdir().unwrap();
-    let ds = small_dataset(tmp.path(), 16);
-    let mut cfg = LoaderConfig {
-        sampler: SamplerConfig {
-            batch_size: 16,
-            ..SamplerConfig::default()
-        },
-        augment: AugmentConfig {
-            size: 24,
-            ..AugmentConfig::default()
-        },
-        threads: 3,
-        ..LoaderConfig::default()
+    let records: Vec<Vec<u8>> = (0..16).map(jpeg).collect();
+    let ds = dataset_of(tmp.path(), &records);
+    let cfg = LoaderConfig {
+        panic_on_record: Some(9),
+        ..config(16, 3)
     };
-    cfg.panic_on_record = Some(9);
     let mut l = Loader::new(ds, cfg, Position::default()).unwrap();
     match l.next_batch() {
         Err(LoaderError::WorkerPanic {
