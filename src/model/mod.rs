@@ -2,6 +2,7 @@
 
 pub mod init;
 pub mod resnet;
+pub mod torchvision;
 
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};

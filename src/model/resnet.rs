@@ -245,6 +245,68 @@ impl<B: Backend> ResNet<B> {
     }
 }
 
+/// Something that takes every conv and BatchNorm of a ResNet by value,
+/// under its torchvision state-dict name (`layer2.0.downsample.0`, without
+/// the `.weight` suffix), and gives it back: read for export, replaced for
+/// import. [`ResNet::map_layers`] calls it in state-dict order.
+pub(crate) trait LayerMap<B: Backend> {
+    fn conv(&mut self, name: &str, conv: Conv2d<B>) -> Conv2d<B>;
+    fn bn(&mut self, name: &str, bn: BatchNorm<B>) -> BatchNorm<B>;
+}
+
+impl<B: Backend> ResNet<B> {
+    /// Passes every conv and BatchNorm through `m` (see [`LayerMap`]).
+    pub(crate) fn map_layers(self, m: &mut impl LayerMap<B>) -> ResNet<B> {
+        let conv1 = m.conv("conv1", self.conv1);
+        let bn1 = m.bn("bn1", self.bn1);
+        let mut stage = |i: usize, blocks: Vec<Block<B>>| -> Vec<Block<B>> {
+            blocks
+                .into_iter()
+                .enumerate()
+                .map(|(j, b)| b.map_layers(&format!("layer{i}.{j}"), m))
+                .collect()
+        };
+        let layer1 = stage(1, self.layer1);
+        let layer2 = stage(2, self.layer2);
+        let layer3 = stage(3, self.layer3);
+        let layer4 = stage(4, self.layer4);
+        ResNet {
+            conv1,
+            bn1,
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            maxpool: self.maxpool,
+            avgpool: self.avgpool,
+        }
+    }
+}
+
+impl<B: Backend> Block<B> {
+    fn map_layers(self, prefix: &str, m: &mut impl LayerMap<B>) -> Block<B> {
+        let conv1 = m.conv(&format!("{prefix}.conv1"), self.conv1);
+        let bn1 = m.bn(&format!("{prefix}.bn1"), self.bn1);
+        let conv2 = m.conv(&format!("{prefix}.conv2"), self.conv2);
+        let bn2 = m.bn(&format!("{prefix}.bn2"), self.bn2);
+        let conv3 = self.conv3.map(|c| m.conv(&format!("{prefix}.conv3"), c));
+        let bn3 = self.bn3.map(|b| m.bn(&format!("{prefix}.bn3"), b));
+        let downsample = self.downsample.map(|d| Downsample {
+            conv: m.conv(&format!("{prefix}.downsample.0"), d.conv),
+            bn: m.bn(&format!("{prefix}.downsample.1"), d.bn),
+        });
+        Block {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            conv3,
+            bn3,
+            downsample,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
