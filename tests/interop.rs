@@ -139,7 +139,10 @@ fn export_import_export_is_byte_identical() {
     assert_ne!(before, first, "two seeds, two networks");
     let (backbone, projector) = w.load_model(b.backbone, b.projector, &d).unwrap();
     let again = export(&backbone, &cfg, Some(&projector)).unwrap();
-    assert!(again == first, "export -> import -> export changed the bytes");
+    assert!(
+        again == first,
+        "export -> import -> export changed the bytes"
+    );
     // Backbone only, the same way.
     let c = BarlowTwins::<B>::seeded(&cfg, &[24, 16], 3, &d);
     let backbone = w.load_backbone(c.backbone, &d).unwrap();
@@ -178,14 +181,21 @@ fn weights_that_do_not_fit_are_refused_listing_every_key() {
         width: 8,
         small_stem: false,
     };
-    let e = w.load_backbone(r34.init::<B>(&d), &d).err().unwrap().to_string();
+    let e = w
+        .load_backbone(r34.init::<B>(&d), &d)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("missing: layer3.5.conv1.weight"), "{e}");
     // A file that is not safetensors, and one that is not a ResNet.
     let tmp = tempfile::tempdir().unwrap();
     let junk = tmp.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a safetensors file").unwrap();
     let e = Weights::read(&junk).err().unwrap().to_string();
-    assert!(e.contains("junk.safetensors") && e.contains("not a safetensors"), "{e}");
+    assert!(
+        e.contains("junk.safetensors") && e.contains("not a safetensors"),
+        "{e}"
+    );
     let io = Weights::read(&fixture("r18_w8.io.safetensors")).unwrap();
     let e = io.backbone_config().unwrap_err().to_string();
     assert!(e.contains("no conv1.weight"), "{e}");

@@ -1,9 +1,14 @@
-//! Evaluation of a backbone: features of a dataset under the eval transform
-//! ([`features`]), the weighted kNN classifier ([`knn`]), and the two put
-//! together ([`knn_accuracy`]).
+//! Evaluation of a backbone: the backbone of a checkpoint or of a
+//! torchvision-named weights file ([`load_backbone`]), features of a
+//! dataset under the eval transform ([`features`]), the weighted kNN
+//! classifier ([`knn`]) and the two put together ([`knn_accuracy`]), the
+//! linear probe ([`linear`]) and embeddings written to files ([`embed`]).
 
+pub mod embed;
 pub mod knn;
+pub mod linear;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
@@ -13,8 +18,11 @@ use crate::data::augment::AugmentConfig;
 use crate::data::loader::{Loader, LoaderConfig, LoaderError, Mode, PixelFormat};
 use crate::data::sampler::{Order, Position, SamplerConfig};
 use crate::data::shard::Dataset;
-use crate::model::{ResNet, normalise_u8};
+use crate::error::IoError;
+use crate::model::torchvision::{InteropError, Weights};
+use crate::model::{BarlowTwins, ResNet, ResNetConfig, normalise_u8};
 use crate::progress::Progress;
+use crate::train::checkpoint::{self, CheckpointError};
 
 /// Why an evaluation failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +31,79 @@ pub enum EvalError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Knn(#[from] knn::KnnError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Interop(#[from] InteropError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error(transparent)]
+    Shard(#[from] crate::data::shard::ShardError),
+    #[error("{path}: {message}")]
+    Image { path: PathBuf, message: String },
+    #[error("{0}")]
+    Probe(String),
+}
+
+/// Where a backbone's weights come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A checkpoint folder, or a run folder (its latest checkpoint).
+    Checkpoint(PathBuf),
+    /// A safetensors file with torchvision's names (`barlow export`, or a
+    /// converted torchvision checkpoint).
+    Weights(PathBuf),
+}
+
+/// A backbone ready to evaluate, and what is known of its training.
+pub struct Backbone<B: Backend> {
+    pub net: ResNet<B>,
+    pub config: ResNetConfig,
+    /// The run's view size (checkpoints only).
+    pub image_size: Option<u32>,
+    /// The checkpoint folder and its step (checkpoints only).
+    pub checkpoint: Option<(PathBuf, u64)>,
+}
+
+/// Loads the backbone of `source` onto `device`. On a backend without
+/// autodiff (a `B::InnerBackend`), its BatchNorms use their running
+/// statistics: eval mode.
+pub fn load_backbone<B: Backend>(
+    source: &Source,
+    device: &B::Device,
+) -> Result<Backbone<B>, EvalError> {
+    match source {
+        Source::Checkpoint(path) => {
+            let dir = checkpoint::resolve(path)?;
+            let state = checkpoint::load_state(&dir)?;
+            let cfg = &state.config;
+            let model = BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, device);
+            let model = checkpoint::load_model(&dir, model, device)?;
+            Ok(Backbone {
+                net: model.backbone,
+                config: cfg.backbone(),
+                image_size: Some(cfg.image_size),
+                checkpoint: Some((dir, state.step)),
+            })
+        }
+        Source::Weights(path) => {
+            let w = Weights::read(path)?;
+            let config = w.backbone_config()?;
+            let net = w.load_backbone(config.init::<B>(device), device)?;
+            Ok(Backbone {
+                net,
+                config,
+                image_size: None,
+                checkpoint: None,
+            })
+        }
+    }
+}
+
+/// The run folder a checkpoint folder belongs to (`RUN/checkpoints/step-N`).
+pub fn run_of(checkpoint_dir: &Path) -> Option<&Path> {
+    let parent = checkpoint_dir.parent()?;
+    (parent.file_name()? == checkpoint::CHECKPOINTS).then(|| parent.parent())?
 }
 
 /// The kNN top-1/top-5 of `backbone` (in its current mode: pass the
@@ -42,7 +123,7 @@ pub fn knn_accuracy<B: Backend>(
     Ok(knn::knn::<B>(&train, &val, knn_cfg, device)?)
 }
 
-/// L2-normalised features of every record, in dataset order.
+/// Features of every record, in dataset order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Features {
     pub dim: usize,
@@ -76,11 +157,14 @@ pub struct FeatureConfig {
     pub image_size: u32,
     pub batch_size: usize,
     pub threads: usize,
+    /// Scale every feature vector to unit L2 norm (what kNN compares).
+    pub l2_normalise: bool,
 }
 
 /// Runs `backbone` (in its current mode: pass `model.valid()` for running
 /// BatchNorm statistics) over every record of `dataset` with the eval
-/// transform and returns the L2-normalised pooled features. Deterministic:
+/// transform and returns the pooled features (L2-normalised if the config
+/// says so). Deterministic:
 /// records are read in order and nothing is random.
 pub fn features<B: Backend>(
     backbone: &ResNet<B>,
@@ -118,7 +202,10 @@ pub fn features<B: Backend>(
         labels.extend_from_slice(batch.labels());
         let len = batch.len();
         drop(batch);
-        let f = l2_normalise(backbone.forward(x));
+        let mut f = backbone.forward(x);
+        if cfg.l2_normalise {
+            f = l2_normalise(f);
+        }
         dim = f.dims()[1];
         let data = f.into_data().convert::<f32>();
         values.extend(data.iter::<f32>());

@@ -131,7 +131,10 @@ pub fn export<B: Backend>(
     if let Some(p) = projector {
         for (i, lin) in p.linears.iter().enumerate() {
             let name = format!("projector.{}", 3 * i);
-            c.0.push(Entry::f32(format!("{name}.weight"), lin.weight.val().transpose()));
+            c.0.push(Entry::f32(
+                format!("{name}.weight"),
+                lin.weight.val().transpose(),
+            ));
             if let Some(b) = &lin.bias {
                 c.0.push(Entry::f32(format!("{name}.bias"), b.val()));
             }
@@ -140,20 +143,20 @@ pub fn export<B: Backend>(
             c.push_bn(&format!("projector.{}", 3 * i + 1), bn);
         }
     }
-    let views = c
-        .0
-        .iter()
-        .map(|e| {
-            TensorView::new(e.dtype, e.shape.clone(), &e.bytes)
-                .map(|v| (e.name.clone(), v))
-                .map_err(|err| InteropError::Write(format!("{}: {err}", e.name)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let views =
+        c.0.iter()
+            .map(|e| {
+                TensorView::new(e.dtype, e.shape.clone(), &e.bytes)
+                    .map(|v| (e.name.clone(), v))
+                    .map_err(|err| InteropError::Write(format!("{}: {err}", e.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
     let meta = serde_json::to_string(cfg).map_err(|e| InteropError::Write(e.to_string()))?;
     // One metadata entry only: the crate keeps metadata in a HashMap, whose
     // order (and so the bytes) would vary between runs with two.
     let info = std::collections::HashMap::from([(META.to_string(), meta)]);
-    safetensors::tensor::serialize(views, Some(info)).map_err(|e| InteropError::Write(e.to_string()))
+    safetensors::tensor::serialize(views, Some(info))
+        .map_err(|e| InteropError::Write(e.to_string()))
 }
 
 /// A safetensors file of torchvision-named weights, read into memory.
@@ -360,10 +363,9 @@ impl<'a, B: Backend> Load<'a, B> {
         let old = p.val();
         let [i, o] = old.dims();
         match self.take(name, [o, i]) {
-            Some(t) => Param::initialized(
-                p.id,
-                t.transpose().set_require_grad(old.is_require_grad()),
-            ),
+            Some(t) => {
+                Param::initialized(p.id, t.transpose().set_require_grad(old.is_require_grad()))
+            }
             None => p,
         }
     }

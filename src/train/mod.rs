@@ -20,7 +20,6 @@
 
 pub mod checkpoint;
 mod log;
-pub mod plot;
 mod step;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +38,7 @@ use crate::data::shard::Dataset;
 use crate::error::IoError;
 use crate::eval::knn::{KnnConfig, KnnResult};
 use crate::eval::{EvalError, FeatureConfig, knn_accuracy};
+use crate::model::torchvision::{InteropError, Weights};
 use crate::model::{Arch, BarlowTwins, ResNetConfig, normalise_u8};
 use crate::optim::{LarsConfig, WarmupCosine};
 use crate::progress::{Progress, Silent};
@@ -171,6 +171,11 @@ pub struct RunOptions {
     /// after the step in flight, writes a checkpoint of it and returns
     /// with [`TrainSummary::stopped`] set; `resume` continues from there.
     pub stop: Option<Arc<AtomicBool>>,
+    /// A fresh run starts from these torchvision-named weights (see
+    /// [`crate::model::torchvision`]) instead of the seeded ones: the
+    /// backbone, and the projector too when the file has one of the run's
+    /// widths. Ignored on resume (the checkpoint holds the weights).
+    pub init_from: Option<PathBuf>,
     /// Testing aid: a loader worker panics on this record.
     #[cfg(test)]
     pub(crate) panic_on_record: Option<u64>,
@@ -185,6 +190,7 @@ impl RunOptions {
             keep_checkpoints: 2,
             monitor: None,
             stop: None,
+            init_from: None,
             #[cfg(test)]
             panic_on_record: None,
         }
@@ -218,6 +224,7 @@ impl Monitor {
             image_size,
             batch_size: 256,
             threads,
+            l2_normalise: true,
         };
         knn_accuracy(
             &model.valid().backbone,
@@ -248,6 +255,8 @@ pub enum TrainError {
     Shard(#[from] crate::data::shard::ShardError),
     #[error(transparent)]
     Io(#[from] IoError),
+    #[error(transparent)]
+    Interop(#[from] InteropError),
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error(
@@ -292,7 +301,11 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
     let out = run.out.as_path();
     std::fs::create_dir_all(out).map_err(IoError::at(out))?;
-    let mut model = BarlowTwins::<B>::seeded(&cfg.backbone(), &cfg.projector, cfg.seed, device);
+    let mut model = if run.resume {
+        BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, device)
+    } else {
+        initial_model(cfg, run.init_from.as_deref(), device)?
+    };
     let mut optim = LarsConfig::new()
         .with_weight_decay(cfg.weight_decay)
         .with_biases_over_weights(cfg.lr_biases / cfg.lr_weights)
@@ -426,11 +439,9 @@ pub fn train<B: AutodiffBackend>(
         None => checkpoint::resolve(out)?,
     };
     let backbone = checkpoint::save_backbone(&out.join("backbone"), &model)?;
-    plot::loss_curve(&out.join("loss.png"), &losses, 800, 400).map_err(|message| {
-        TrainError::Config {
-            path: out.join("loss.png"),
-            message,
-        }
+    crate::report::loss_png(&out.join("loss.png"), &losses).map_err(|e| TrainError::Config {
+        path: out.join("loss.png"),
+        message: e.to_string(),
     })?;
     let (images_per_sec, data_wait_share) = whole.rates(elapsed);
     Ok((
@@ -448,6 +459,33 @@ pub fn train<B: AutodiffBackend>(
             stopped: done < total,
         },
     ))
+}
+
+/// The network a fresh run starts from: seeded from `cfg.seed`, or the
+/// weights of `init_from` (a torchvision-named safetensors file: the
+/// backbone, and the projector too when the file has one of `cfg`'s widths).
+pub fn initial_model<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    init_from: Option<&Path>,
+    device: &B::Device,
+) -> Result<BarlowTwins<B>, TrainError> {
+    let model = BarlowTwins::<B>::seeded(&cfg.backbone(), &cfg.projector, cfg.seed, device);
+    let Some(path) = init_from else {
+        return Ok(model);
+    };
+    let w = Weights::read(path)?;
+    if w.projector_dims().as_ref() == Some(&cfg.projector) {
+        let (backbone, projector) = w.load_model(model.backbone, model.projector, device)?;
+        Ok(BarlowTwins {
+            backbone,
+            projector,
+        })
+    } else {
+        Ok(BarlowTwins {
+            backbone: w.load_backbone(model.backbone, device)?,
+            projector: model.projector,
+        })
+    }
 }
 
 /// The top-level keys on which two configs differ.
@@ -634,6 +672,53 @@ mod tests {
                 assert!(differs.contains("lambda"), "{differs}")
             }
             other => panic!("expected a mismatch, got {:?}", other.map(|r| r.1.steps)),
+        }
+    }
+
+    #[test]
+    fn a_run_initialised_from_a_file_starts_from_its_weights() {
+        use crate::model::torchvision::export;
+        let tmp = tempfile::tempdir().unwrap();
+        let dev = Default::default();
+        let cfg = small();
+        let other = TrainConfig { seed: 9, ..small() };
+        let source = initial_model::<Cpu>(&other, None, &dev).unwrap();
+        let bytes = |m: &BarlowTwins<Cpu>| {
+            export(&m.backbone, &cfg.backbone(), Some(&m.projector)).unwrap()
+        };
+        let file = tmp.path().join("w.safetensors");
+        std::fs::write(&file, bytes(&source)).unwrap();
+        let seeded = initial_model::<Cpu>(&cfg, None, &dev).unwrap();
+        let init = initial_model::<Cpu>(&cfg, Some(&file), &dev).unwrap();
+        assert_ne!(bytes(&seeded), bytes(&source));
+        assert_eq!(bytes(&init), bytes(&source));
+        // Parameters stay trainable.
+        assert!(init.backbone.conv1.weight.val().is_require_grad());
+        // A backbone-only file keeps the seeded projector.
+        std::fs::write(
+            &file,
+            export(&source.backbone, &cfg.backbone(), None).unwrap(),
+        )
+        .unwrap();
+        let init = initial_model::<Cpu>(&cfg, Some(&file), &dev).unwrap();
+        let projector = |m: &BarlowTwins<Cpu>| -> Vec<f32> {
+            m.projector.linears[0]
+                .weight
+                .val()
+                .into_data()
+                .to_vec()
+                .unwrap()
+        };
+        assert_eq!(projector(&init), projector(&seeded));
+        // A file for another network is refused, naming the keys.
+        let wide = TrainConfig {
+            width: 16,
+            ..small()
+        };
+        match initial_model::<Cpu>(&wide, Some(&file), &dev) {
+            Err(TrainError::Interop(e)) => assert!(e.to_string().contains("conv1.weight"), "{e}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a width-8 file initialised a width-16 network"),
         }
     }
 

@@ -26,9 +26,11 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod demo;
+mod eval_cmd;
 mod train_cmd;
 
-use train_cmd::{KnnArgs, TrainArgs};
+use eval_cmd::{EmbedArgs, ExportArgs, KnnArgs, LinearArgs};
+use train_cmd::TrainArgs;
 
 /// Epochs of the embedded demo.
 const DEMO_EPOCHS: u64 = 20;
@@ -39,6 +41,12 @@ enum EvalCommand {
     /// L2-normalised features, with --train as the memory bank and the eval
     /// transform (Resize + CenterCrop) on both sets.
     Knn(KnnArgs),
+    /// Linear probe (the paper's protocol): a linear classifier trained on
+    /// the frozen backbone's features of --train (RandomResizedCrop + flip
+    /// views, or --cached-features), SGD momentum 0.9, weight decay 1e-6,
+    /// cosine lr; top-1/top-5 on --val (eval transform) after every epoch.
+    /// The last line is a JSON object.
+    Linear(LinearArgs),
 }
 
 /// Barlow Twins self-supervised pretraining with a streaming data loader.
@@ -114,9 +122,27 @@ enum Command {
     /// 256-256`. Checkpoints every epoch into OUT/checkpoints; `--resume`
     /// continues exactly where the run stopped.
     Train(Box<TrainArgs>),
-    /// Evaluate a checkpoint.
+    /// Evaluate a checkpoint or a torchvision-named weights file.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Write a checkpoint's backbone as safetensors with torchvision's
+    /// ResNet names, shapes and layouts: `torchvision.models.resnet50()`
+    /// with `fc = nn.Identity()` loads it with strict=True.
+    Export(ExportArgs),
+    /// Backbone features (eval transform, not normalised): of every record
+    /// of a dataset into a .npy or .safetensors file, or of one image,
+    /// printed as a JSON array on the last line.
+    Embed(EmbedArgs),
+    /// Write RUN/report/: a self-contained HTML page (SVG charts) and PNG
+    /// charts of a run: loss, learning rates, images/s and data wait, kNN
+    /// and linear accuracy, and the run's config.
+    Report {
+        /// The run folder (`barlow train --out`).
+        run: PathBuf,
+        /// Folder to write [default: RUN/report].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Draw a grid of source images and their two augmented views.
     Preview {
         /// Dataset folder (made by shardify).
@@ -243,7 +269,21 @@ fn main() -> ExitCode {
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         },
-        Command::Eval(EvalCommand::Knn(args)) => train_cmd::run_knn(args),
+        Command::Eval(EvalCommand::Knn(args)) => eval_cmd::run_knn(args),
+        Command::Eval(EvalCommand::Linear(args)) => eval_cmd::run_linear(args),
+        Command::Export(args) => eval_cmd::run_export(args),
+        Command::Embed(args) => eval_cmd::run_embed(args),
+        Command::Report { run, out } => {
+            let out = out.unwrap_or_else(|| run.join("report"));
+            barlow::report::write(&run, &out)
+                .map(|files| {
+                    println!("wrote {}", out.join("index.html").display());
+                    for f in files.iter().filter(|f| !f.ends_with("index.html")) {
+                        println!("  {}", f.display());
+                    }
+                })
+                .map_err(|e| e.to_string())
+        }
         Command::Preview {
             data,
             out,

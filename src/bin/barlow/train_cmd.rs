@@ -1,4 +1,4 @@
-//! `barlow train` and `barlow eval knn`: flags -> config -> library calls.
+//! `barlow train`: flags -> config -> library calls.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use barlow::backend::{BackendChoice, BackendKind, Precision};
 use barlow::data::shard::Dataset;
-use barlow::eval::knn::{KnnConfig, KnnResult};
+use barlow::eval::knn::KnnConfig;
 use barlow::model::{Arch, parse_projector};
 use barlow::progress::Bar;
 use barlow::train::{self, Monitor, RunOptions, TrainConfig, checkpoint};
@@ -111,6 +111,12 @@ pub struct TrainArgs {
     /// Checkpoints kept, the newest.
     #[arg(long, default_value_t = 2)]
     keep_checkpoints: usize,
+    /// Start from these weights instead of random ones: a safetensors file
+    /// with torchvision's ResNet names (`barlow export`, or a converted
+    /// torchvision checkpoint). The projector is loaded too when the file
+    /// has one of the run's widths (`export --with-projector`).
+    #[arg(long, conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Validation dataset: run the kNN monitor (memory bank = --data).
     #[arg(long)]
     val: Option<PathBuf>,
@@ -229,6 +235,7 @@ pub fn run_train(a: TrainArgs) -> Result<bool, String> {
         keep_checkpoints: a.keep_checkpoints,
         monitor,
         stop: Some(stop),
+        init_from: a.init_from.clone(),
         ..RunOptions::new(&a.out)
     };
     println!(
@@ -288,107 +295,4 @@ pub fn run_train(a: TrainArgs) -> Result<bool, String> {
         );
     }
     Ok(s.stopped)
-}
-
-/// `barlow eval knn`'s flags.
-#[derive(clap::Args, Debug)]
-pub struct KnnArgs {
-    /// A checkpoint folder, or a run folder (its latest checkpoint).
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Memory bank dataset (made by shardify, labelled).
-    #[arg(long)]
-    train: PathBuf,
-    /// Dataset classified.
-    #[arg(long)]
-    val: PathBuf,
-    #[arg(long, default_value_t = 20)]
-    k: usize,
-    #[arg(long, default_value_t = 0.1)]
-    temperature: f32,
-    /// Eval crop side [default: the run's --image-size].
-    #[arg(long)]
-    image_size: Option<u32>,
-    /// Loader threads [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Print the result as one JSON object.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    backend: BackendArgs,
-}
-
-/// kNN accuracy of a checkpoint's backbone.
-pub fn knn_checkpoint(
-    dir: &Path,
-    train_ds: Arc<Dataset>,
-    val_ds: Arc<Dataset>,
-    knn: KnnConfig,
-    image_size: Option<u32>,
-    threads: usize,
-    choice: BackendChoice,
-) -> Result<KnnResult, String> {
-    let state = checkpoint::load_state(dir).map_err(|e| e.to_string())?;
-    let cfg = state.config;
-    let monitor = Monitor {
-        train: train_ds,
-        val: val_ds,
-        every_epochs: 1,
-        at_start: false,
-        knn,
-    };
-    barlow::with_backend!(choice, |B, device| {
-        let model = barlow::model::BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, &device);
-        checkpoint::load_model(dir, model, &device)
-            .map_err(|e| e.to_string())
-            .and_then(|m| {
-                monitor
-                    .measure(
-                        &m,
-                        image_size.unwrap_or(cfg.image_size),
-                        threads,
-                        &device,
-                        &Bar::new(),
-                    )
-                    .map_err(|e| e.to_string())
-            })
-    })
-    .map_err(|e| e.to_string())?
-}
-
-pub fn run_knn(a: KnnArgs) -> Result<(), String> {
-    let choice = a.backend.choice()?;
-    let dir = checkpoint::resolve(&a.checkpoint).map_err(|e| e.to_string())?;
-    let knn = KnnConfig {
-        k: a.k,
-        temperature: a.temperature,
-        ..KnnConfig::default()
-    };
-    let r = knn_checkpoint(
-        &dir,
-        open(&a.train)?,
-        open(&a.val)?,
-        knn,
-        a.image_size,
-        crate::default_threads(a.threads),
-        choice,
-    )?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"checkpoint": dir, "top1": r.top1, "top5": r.top5, "k": r.k, "evaluated": r.evaluated})
-        );
-    } else {
-        println!(
-            "{}: kNN (k {}, T {}) on {} images: top-1 {:.2}%, top-5 {:.2}%",
-            dir.display(),
-            r.k,
-            a.temperature,
-            r.evaluated,
-            r.top1,
-            r.top5
-        );
-    }
-    Ok(())
 }
