@@ -138,6 +138,7 @@ fn kernels(c: &mut Criterion) {
                 375,
                 rect,
                 S as u32,
+                crop::Filter::Bicubic,
                 &mut dst,
             )
             .unwrap()

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use barlow::data::augment::blur::{BlurScratch, blur};
-use barlow::data::augment::{Augmenter, CropRect, JitterOp, ViewParams, color, output};
+use barlow::data::augment::{Augmenter, CropRect, Filter, JitterOp, ViewParams, color, output};
 use barlow::data::decode::{Decoded, Decoder, PIXEL_BYTES};
 use serde_json::Value;
 
@@ -243,6 +243,7 @@ fn render(case: &Value, src: &[u8], w: u32, h: u32) -> Vec<u8> {
     };
     let plain = |crop: CropRect| ViewParams {
         crop,
+        filter: Filter::Bicubic,
         flip: false,
         jitter: None,
         grayscale: false,
@@ -265,6 +266,7 @@ fn render(case: &Value, src: &[u8], w: u32, h: u32) -> Vec<u8> {
             let jitter = [0, 1, 2, 3].map(|i| jitter_op(order[i], p));
             let params = ViewParams {
                 crop: rect,
+                filter: Filter::Bicubic,
                 flip: p["hflip"].as_bool().unwrap(),
                 jitter: Some(jitter),
                 grayscale: p["grayscale"].as_bool().unwrap(),

@@ -134,13 +134,14 @@ where
         return Ok(());
     };
     let mut c = builder.build_cartesian_2d(x0..x1, y0..y1)?;
+    let (xd, yd) = (decimals(x1 - x0), decimals(y1 - y0));
     c.configure_mesh()
         .x_desc(&chart.x_label)
         .y_desc(&chart.y_label)
         .x_labels(8)
         .y_labels(8)
-        .x_label_formatter(&|v| number(*v))
-        .y_label_formatter(&|v| number(*v))
+        .x_label_formatter(&|v| format!("{v:.xd$}"))
+        .y_label_formatter(&|v| format!("{v:.yd$}"))
         .light_line_style(RGBColor(238, 238, 238))
         .bold_line_style(RGBColor(215, 215, 215))
         .label_style(("sans-serif", 13))
@@ -177,18 +178,14 @@ where
     Ok(())
 }
 
-/// An axis number: short, without trailing zeros (1200, 0.3, 4.8e-3).
-fn number(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if !(1e-3..1e6).contains(&a) {
-        format!("{v:.1e}")
-    } else if a >= 100.0 {
-        format!("{v:.0}")
+/// Decimals that tell apart the ~8 ticks of an axis spanning `span`: the
+/// same for every tick label of the axis (0.0004, 0.0008, 0.0012).
+fn decimals(span: f64) -> usize {
+    let step = span / 8.0;
+    if step >= 1.0 || step <= 0.0 || !step.is_finite() {
+        0
     } else {
-        let s = format!("{v:.4}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+        (-step.log10()).ceil().clamp(0.0, 12.0) as usize
     }
 }
 
@@ -262,11 +259,11 @@ mod tests {
     }
 
     #[test]
-    fn axis_numbers_are_short() {
-        assert_eq!(number(1200.0), "1200");
-        assert_eq!(number(0.3), "0.3");
-        assert_eq!(number(0.0048), "0.0048");
-        assert_eq!(number(2.5e-5), "2.5e-5");
-        assert_eq!(number(0.0), "0");
+    fn tick_labels_have_the_decimals_their_spacing_needs() {
+        assert_eq!(decimals(1200.0), 0);
+        assert_eq!(decimals(8.0), 0);
+        assert_eq!(decimals(1.0), 1);
+        assert_eq!(decimals(0.0012), 4);
+        assert_eq!(decimals(0.0), 0);
     }
 }

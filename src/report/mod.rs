@@ -48,7 +48,7 @@ pub fn loss_chart(losses: &[(u64, f32)]) -> Chart {
         .iter()
         .map(|&(s, l)| (s as f64, f64::from(l)))
         .collect();
-    let window = (raw.len() / 50).max(1);
+    let window = (raw.len() / 10).max(1);
     let smooth: Vec<(f64, f64)> = raw
         .windows(window)
         .map(|w| {

@@ -436,7 +436,17 @@ pub fn train<B: AutodiffBackend>(
     let elapsed = started.elapsed();
     let checkpoint = match last_checkpoint {
         Some(c) => c,
-        None => checkpoint::resolve(out)?,
+        // No step ran: a resumed run that was already done, or a fresh
+        // run of `max_steps = 0`, which saves its initial network.
+        None if run.resume => checkpoint::resolve(out)?,
+        None => {
+            let state = CheckpointState {
+                step: 0,
+                position: start,
+                config: cfg.clone(),
+            };
+            checkpoint::save(out, &state, &model, &optim)?
+        }
     };
     let backbone = checkpoint::save_backbone(&out.join("backbone"), &model)?;
     crate::report::loss_png(&out.join("loss.png"), &losses).map_err(|e| TrainError::Config {
@@ -673,6 +683,31 @@ mod tests {
             }
             other => panic!("expected a mismatch, got {:?}", other.map(|r| r.1.steps)),
         }
+    }
+
+    #[test]
+    fn a_run_of_zero_steps_saves_its_initial_network() {
+        use crate::model::torchvision::export;
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tiny(tmp.path(), 4);
+        let cfg = TrainConfig {
+            max_steps: Some(0),
+            ..small()
+        };
+        let run = RunOptions::new(tmp.path().join("run"));
+        let dev = Default::default();
+        let (_, s) = train::<Cpu>(ds, &cfg, &run, &dev, &Silent).unwrap();
+        assert_eq!(s.steps, 0);
+        assert_eq!(checkpoint::list(&run.out).unwrap(), vec![0]);
+        let saved = checkpoint::load_model(
+            &s.checkpoint,
+            BarlowTwins::<Cpu>::new(&cfg.backbone(), &cfg.projector, &dev),
+            &dev,
+        )
+        .unwrap();
+        let seeded = initial_model::<Cpu>(&cfg, None, &dev).unwrap();
+        let bytes = |m: &BarlowTwins<Cpu>| export(&m.backbone, &cfg.backbone(), None).unwrap();
+        assert_eq!(bytes(&saved), bytes(&seeded));
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! `barlow demo`: the embedded end-to-end job on generated sample data.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use barlow::backend::{BackendChoice, BackendKind};
 use barlow::data::loader::Loader;
 use barlow::data::sampler::Position;
+use barlow::data::shard::Dataset;
 use barlow::eval::knn::KnnConfig;
+use barlow::eval::linear::{ProbeConfig, ProbeEpoch, ProbeLog, linear_probe};
 use barlow::model::Arch;
+use barlow::model::ResNet;
 use barlow::prep::datasets::sample::{self, SampleOptions};
 use barlow::prep::shardify;
 use barlow::progress::Bar;
-use barlow::train::{self, Monitor, RunOptions, TrainConfig};
+use barlow::train::{self, Monitor, RunOptions, TrainConfig, TrainSummary};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
 
 use crate::train_cmd::open;
 
@@ -48,6 +54,82 @@ pub fn demo_config(threads: usize, epochs: u64) -> TrainConfig {
         log_every: 5,
         ..TrainConfig::default()
     }
+}
+
+/// The linear probe (cached features, the paper's optimiser) of `backbone`,
+/// its per-epoch lines for `linear.jsonl` (as the checkpoint at `step`)
+/// and its last epoch.
+fn probe<B: AutodiffBackend>(
+    backbone: &ResNet<B::InnerBackend>,
+    step: u64,
+    data: (&Arc<Dataset>, &Arc<Dataset>),
+    cfg: &TrainConfig,
+    device: &B::Device,
+    lines: &mut String,
+) -> Result<ProbeEpoch, String> {
+    let probe_cfg = ProbeConfig {
+        image_size: cfg.image_size,
+        cached_features: true,
+        seed: cfg.seed,
+        threads: cfg.threads,
+        ..ProbeConfig::default()
+    };
+    let mut log = |e: &ProbeEpoch| {
+        let line = ProbeLog {
+            step: Some(step),
+            epoch: e.clone(),
+        };
+        lines.push_str(
+            &serde_json::to_string(&line)
+                .map_err(|e| barlow::eval::EvalError::Probe(e.to_string()))?,
+        );
+        lines.push('\n');
+        Ok(())
+    };
+    let r = linear_probe::<B>(
+        backbone,
+        Arc::clone(data.0),
+        Arc::clone(data.1),
+        &probe_cfg,
+        device,
+        &Bar::new(),
+        &mut log,
+    )
+    .map_err(|e| e.to_string())?;
+    r.epochs
+        .last()
+        .cloned()
+        .ok_or_else(|| "the linear probe ran no epoch".to_string())
+}
+
+/// Linear probe of the initial network, training, linear probe of the
+/// trained one; both probes go into the run's `linear.jsonl`.
+fn train_and_probe<B: AutodiffBackend>(
+    train_ds: Arc<Dataset>,
+    val_ds: Arc<Dataset>,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    device: &B::Device,
+) -> Result<(TrainSummary, ProbeEpoch, ProbeEpoch), String> {
+    let data = (&train_ds, &val_ds);
+    let mut lines = String::new();
+    let initial = train::initial_model::<B>(cfg, None, device).map_err(|e| e.to_string())?;
+    println!("linear probe of the untrained network (cached features, 100 epochs)");
+    let before = probe::<B>(&initial.valid().backbone, 0, data, cfg, device, &mut lines)?;
+    let (model, s) = train::train::<B>(Arc::clone(&train_ds), cfg, run, device, &Bar::new())
+        .map_err(|e| e.to_string())?;
+    println!("linear probe of the trained network");
+    let after = probe::<B>(
+        &model.valid().backbone,
+        s.steps,
+        data,
+        cfg,
+        device,
+        &mut lines,
+    )?;
+    let path = run.out.join("linear.jsonl");
+    barlow::fs::write_atomically(&path, lines.as_bytes()).map_err(|e| e.to_string())?;
+    Ok((s, before, after))
 }
 
 pub fn demo(work: &Path, threads: usize, epochs: u64, cpu: bool) -> Result<(), String> {
@@ -104,7 +186,7 @@ pub fn demo(work: &Path, threads: usize, epochs: u64, cpu: bool) -> Result<(), S
     let run = RunOptions {
         monitor: Some(Monitor {
             train: train_ds.clone(),
-            val: val_ds,
+            val: Arc::clone(&val_ds),
             every_epochs: epochs.div_ceil(4).max(1),
             at_start: true,
             knn: KnnConfig::default(),
@@ -119,11 +201,10 @@ pub fn demo(work: &Path, threads: usize, epochs: u64, cpu: bool) -> Result<(), S
         cfg.epochs,
         choice.describe()
     );
-    let s = barlow::with_backend!(choice, |B, device| {
-        train::train::<B>(train_ds, &cfg, &run, &device, &Bar::new()).map(|(_, s)| s)
+    let (s, linear_before, linear_after) = barlow::with_backend!(choice, |B, device| {
+        train_and_probe::<B>(train_ds, val_ds, &cfg, &run, &device)
     })
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())??;
     let before = s.knn.first().map_or(f64::NAN, |k| k.top1);
     let after = s.knn.last().map_or(f64::NAN, |k| k.top1);
     for k in &s.knn {
@@ -154,8 +235,15 @@ pub fn demo(work: &Path, threads: usize, epochs: u64, cpu: bool) -> Result<(), S
         100.0 * s.data_wait_share
     );
     println!(
-        "run folder {}: log.jsonl, knn.jsonl, loss.png, checkpoints/, backbone.bin",
-        run_dir.display()
+        "linear probe top-1: {:.1}% untrained -> {:.1}% trained (top-5 {:.1}% -> {:.1}%)",
+        linear_before.top1, linear_after.top1, linear_before.top5, linear_after.top5
+    );
+    let report =
+        barlow::report::write(&run_dir, &run_dir.join("report")).map_err(|e| e.to_string())?;
+    println!(
+        "run folder {}: log.jsonl, knn.jsonl, linear.jsonl, loss.png, checkpoints/, backbone.bin; report {}",
+        run_dir.display(),
+        report[0].display()
     );
     summary.insert("backend".into(), choice.describe().into());
     summary.insert("steps".into(), s.steps.into());
@@ -163,6 +251,8 @@ pub fn demo(work: &Path, threads: usize, epochs: u64, cpu: bool) -> Result<(), S
     summary.insert("last_loss".into(), s.losses.last().map(|l| l.1).into());
     summary.insert("knn_before".into(), before.into());
     summary.insert("knn_after".into(), after.into());
+    summary.insert("linear_before".into(), linear_before.top1.into());
+    summary.insert("linear_after".into(), linear_after.top1.into());
     summary.insert("train_images_per_sec".into(), s.images_per_sec.into());
     summary.insert("data_wait_share".into(), s.data_wait_share.into());
     summary.insert("seconds".into(), started.elapsed().as_secs_f64().into());

@@ -61,11 +61,12 @@ struct Cli {
 enum Command {
     /// Run the embedded end-to-end job on generated sample data: generate the
     /// sample set (if absent), shardify its train and val splits, verify
-    /// them, measure the kNN accuracy of the untrained network, pretrain a
-    /// small ResNet-18 with Barlow Twins for a few minutes (on the GPU where
-    /// CUDA is usable, else the CPU), and measure kNN again. Prints a JSON
-    /// summary as its last line (knn_before, knn_after, train_images_per_sec,
-    /// data_wait_share, ...).
+    /// them, measure the kNN accuracy and the linear probe of the untrained
+    /// network, pretrain a small ResNet-18 with Barlow Twins for a few
+    /// minutes (on the GPU where CUDA is usable, else the CPU), measure both
+    /// again, and write the run's report (WORK/run/report/index.html).
+    /// Prints a JSON summary as its last line (knn_before, knn_after,
+    /// linear_before, linear_after, train_images_per_sec, data_wait_share, ...).
     Demo {
         /// Working folder for the sample images, shards and the run.
         #[arg(long, default_value = "barlow-demo")]

@@ -82,11 +82,22 @@ pub fn centre_crop(width: u32, height: u32, fraction: f64) -> CropRect {
     }
 }
 
+/// The resampling filter of a resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Catmull-Rom, as PIL's BICUBIC: the reference's RandomResizedCrop.
+    Bicubic,
+    /// Triangle, as PIL's BILINEAR: torchvision's `Resize` default, which
+    /// the reference's evaluation transform uses.
+    Bilinear,
+}
+
 /// Resizes `rect` of the RGBx image `src` (`width` x `height`, 4 bytes per
 /// pixel as [`crate::data::decode::Decoded`]) into `dst` (`size` x `size` x 4,
-/// RGBx), bicubic (Catmull-Rom, as PIL's BICUBIC) with antialiasing when
-/// shrinking. The fourth byte is carried along as an independent channel
-/// (no alpha premultiplication).
+/// RGBx) with `filter`, antialiased when shrinking (as PIL resizes). The
+/// fourth byte is carried along as an independent channel (no alpha
+/// premultiplication).
+#[allow(clippy::too_many_arguments)]
 pub fn resize_crop(
     resizer: &mut Resizer,
     src: &[u8],
@@ -94,6 +105,7 @@ pub fn resize_crop(
     height: u32,
     rect: CropRect,
     size: u32,
+    filter: Filter,
     dst: &mut [u8],
 ) -> Result<(), String> {
     let src = ImageRef::new(width, height, src, PixelType::U8x4).map_err(|e| e.to_string())?;
@@ -106,7 +118,10 @@ pub fn resize_crop(
             rect.width as f64,
             rect.height as f64,
         )
-        .resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom))
+        .resize_alg(ResizeAlg::Convolution(match filter {
+            Filter::Bicubic => FilterType::CatmullRom,
+            Filter::Bilinear => FilterType::Bilinear,
+        }))
         .use_alpha(false);
     resizer
         .resize(&src, &mut dst, &opts)
@@ -206,7 +221,7 @@ mod tests {
             width: 12,
             height: 12,
         };
-        resize_crop(&mut resizer, &src, w, h, rect, 8, &mut dst).unwrap();
+        resize_crop(&mut resizer, &src, w, h, rect, 8, Filter::Bicubic, &mut dst).unwrap();
         assert!(dst.chunks(4).all(|p| p == [0, 0, 200, 255]), "{dst:?}");
     }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::decode::{Decoded, PIXEL_BYTES};
 use crate::rng::{self, chance, stream, uniform};
-pub use crop::CropRect;
+pub use crop::{CropRect, Filter};
 
 /// Per-view probabilities and ranges.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +118,8 @@ pub enum JitterOp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewParams {
     pub crop: CropRect,
+    /// How the crop is resized to the view.
+    pub filter: Filter,
     pub flip: bool,
     /// The four jitter ops in their random order, when jitter applies.
     pub jitter: Option<[JitterOp; 4]>,
@@ -145,10 +147,12 @@ pub fn sample_view(
 }
 
 /// The evaluation transform of a `width` x `height` source (Resize +
-/// CenterCrop, nothing random): what kNN and linear probes see.
+/// CenterCrop, bilinear as torchvision's `Resize`, nothing random): what
+/// kNN, linear probes and embeddings see.
 pub fn eval_view(cfg: &AugmentConfig, width: u32, height: u32) -> ViewParams {
     ViewParams {
         crop: crop::centre_crop(width, height, cfg.eval_crop),
+        filter: Filter::Bilinear,
         flip: false,
         jitter: None,
         grayscale: false,
@@ -183,6 +187,7 @@ fn draw_view(
     let solarize = chance(rng, v.solarize_p);
     ViewParams {
         crop,
+        filter: Filter::Bicubic,
         flip,
         jitter,
         grayscale,
@@ -248,6 +253,7 @@ impl Augmenter {
             src.height,
             p.crop,
             self.size,
+            p.filter,
             &mut self.resized,
         )
         .map_err(AugmentError)?;
@@ -407,6 +413,7 @@ mod tests {
                 width: 30,
                 height: 30,
             },
+            filter: Filter::Bicubic,
             flip: true,
             jitter: None,
             grayscale: false,
