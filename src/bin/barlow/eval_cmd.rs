@@ -89,7 +89,7 @@ pub fn run_knn(a: KnnArgs) -> Result<(), String> {
         ..KnnConfig::default()
     };
     let threads = crate::default_threads(a.threads);
-    let (r, size) = barlow::with_backend!(choice, |B, device| {
+    let (r, size, checkpoint) = barlow::with_backend!(choice, |B, device| {
         backbone::<B>(&a.source, a.image_size, &device).and_then(|(b, size)| {
             let features = FeatureConfig {
                 image_size: size,
@@ -97,8 +97,9 @@ pub fn run_knn(a: KnnArgs) -> Result<(), String> {
                 threads,
                 l2_normalise: true,
             };
+            let checkpoint = b.checkpoint.map(|c| c.0);
             eval::knn_accuracy(&b.net, train, val, &knn, &features, &device, &Bar::new())
-                .map(|r| (r, size))
+                .map(|r| (r, size, checkpoint))
                 .map_err(|e| e.to_string())
         })
     })
@@ -106,7 +107,7 @@ pub fn run_knn(a: KnnArgs) -> Result<(), String> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"top1": r.top1, "top5": r.top5, "k": r.k, "evaluated": r.evaluated, "image_size": size})
+            serde_json::json!({"top1": r.top1, "top5": r.top5, "k": r.k, "evaluated": r.evaluated, "image_size": size, "checkpoint": checkpoint})
         );
     } else {
         println!(
