@@ -5,25 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use barlow::prep::shardify::{self, Input, Layout, Options};
 use barlow::progress::Silent;
 use common::*;
-
-fn barlow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_barlow"))
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
@@ -172,6 +157,41 @@ fn export_embed_probe_and_report_of_a_short_run() {
         })
         .collect();
     assert_eq!(steps, vec![12, 12, 12]);
+    // With cached features: the same log twice, and a falling loss.
+    let cached = |log: &Path| {
+        ok(barlow()
+            .args(["eval", "linear", "--cached-features", "--checkpoint"])
+            .arg(&run)
+            .arg("--train")
+            .arg(&data)
+            .arg("--val")
+            .arg(&data)
+            .args([
+                "--epochs",
+                "5",
+                "--batch-size",
+                "8",
+                "--threads",
+                "2",
+                "--log",
+            ])
+            .arg(log)
+            .output()
+            .unwrap());
+        std::fs::read_to_string(log).unwrap()
+    };
+    let first = cached(&tmp.path().join("a.jsonl"));
+    assert_eq!(first, cached(&tmp.path().join("b.jsonl")));
+    let losses: Vec<f64> = first
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(losses.len(), 5);
+    assert!(losses[4] < losses[0], "{losses:?}");
 
     // The report: a page with six SVG charts and the config, and PNGs.
     let out = ok(barlow().arg("report").arg(&run).output().unwrap());

@@ -70,6 +70,7 @@ fn torchvision_weights_give_torchvision_features() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
+        println!("{name}: max |difference| from torchvision {worst:e}");
         assert!(worst < 1e-4, "{name}: max |difference| {worst}");
         // The comparison can fail: the untrained network is far off.
         let fresh: Vec<f32> = cfg

@@ -1,18 +1,14 @@
-//! `barlow train` and `barlow eval knn` as a user runs them.
+//! `barlow train` (and `eval knn` of its run) as a user runs it.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use barlow::prep::shardify::{self, Input, Layout, Options};
 use barlow::progress::Silent;
 use common::*;
-
-fn barlow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_barlow"))
-}
 
 fn dataset(dir: &Path) -> PathBuf {
     let src = dir.join("src");
@@ -65,16 +61,6 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
             (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
         })
         .collect()
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 #[test]

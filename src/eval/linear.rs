@@ -128,8 +128,8 @@ pub fn linear_probe<B: AutodiffBackend>(
         l2_normalise: false,
     };
     let val_f = features(backbone, Arc::clone(&val), &feature_cfg, device, &Silent)?;
-    let cached = if cfg.cached_features {
-        Some(features(
+    let mut source = if cfg.cached_features {
+        Views::Cached(features(
             backbone,
             Arc::clone(&train),
             &feature_cfg,
@@ -137,7 +137,11 @@ pub fn linear_probe<B: AutodiffBackend>(
             &Silent,
         )?)
     } else {
-        None
+        Views::Augmented(Box::new(Loader::new(
+            Arc::clone(&train),
+            train_loader_config(cfg),
+            Position::default(),
+        )?))
     };
     // Labels, numbered densely in sorted order.
     let mut train_labels = Vec::with_capacity(train.len() as usize);
@@ -168,14 +172,6 @@ pub fn linear_probe<B: AutodiffBackend>(
         .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
         .init::<B, Linear<B>>();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let mut loader = match cached {
-        Some(_) => None,
-        None => Some(Loader::new(
-            Arc::clone(&train),
-            train_loader_config(cfg),
-            Position::default(),
-        )?),
-    };
     let val_x = val_f.tensor::<B::InnerBackend>(device);
     let val_y: Vec<i64> = val_f.labels.iter().map(|&l| class(l)).collect();
     let mut epochs = Vec::new();
@@ -194,8 +190,8 @@ pub fn linear_probe<B: AutodiffBackend>(
             let grads = GradientsParams::from_grads(loss.backward(), &head);
             optim.step(lr, head, grads)
         };
-        match (&cached, &mut loader) {
-            (Some(f), _) => {
+        match &mut source {
+            Views::Cached(f) => {
                 let mut order: Vec<usize> = (0..f.len()).collect();
                 let mut rng = crate::rng::stream(&[TAG_PROBE, cfg.seed, epoch]);
                 crate::rng::shuffle(&mut rng, &mut order);
@@ -206,7 +202,7 @@ pub fn linear_probe<B: AutodiffBackend>(
                     head = step(head, x, y);
                 }
             }
-            (None, Some(loader)) => {
+            Views::Augmented(loader) => {
                 for _ in 0..loader.sampler().batches_per_epoch() {
                     let batch = loader.next_batch()?;
                     let x =
@@ -217,7 +213,6 @@ pub fn linear_probe<B: AutodiffBackend>(
                     head = step(head, f, y);
                 }
             }
-            (None, None) => unreachable!("a loader exists whenever features are not cached"),
         }
         let train_loss =
             total.into_data().iter::<f64>().next().unwrap_or(f64::NAN) / batches.max(1) as f64;
@@ -247,6 +242,14 @@ pub fn linear_probe<B: AutodiffBackend>(
         train_images: train.len() as usize,
         val_images: val_f.len(),
     })
+}
+
+/// Where the training features come from.
+enum Views {
+    /// Computed once through the eval transform.
+    Cached(Features),
+    /// Computed every epoch from RandomResizedCrop + flip views.
+    Augmented(Box<Loader>),
 }
 
 /// The backbone's feature size, from a forward of one small image.

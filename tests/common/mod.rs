@@ -134,3 +134,20 @@ pub fn dataset_of(dir: &Path, records: &[Vec<u8>]) -> barlow::data::shard::Datas
     manifest.write(&dir.join(MANIFEST_FILE)).unwrap();
     Dataset::open(dir).unwrap()
 }
+
+/// The `barlow` binary of this build.
+pub fn barlow() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_barlow"))
+}
+
+/// The standard output of a command that must have succeeded (else the
+/// test fails showing both outputs).
+pub fn ok(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

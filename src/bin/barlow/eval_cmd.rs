@@ -30,12 +30,11 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    fn source(&self) -> Source {
+    fn source(&self) -> Result<Source, String> {
         match (&self.checkpoint, &self.weights) {
-            (Some(c), _) => Source::Checkpoint(c.clone()),
-            (None, Some(w)) => Source::Weights(w.clone()),
-            // clap's group makes one of the two required.
-            (None, None) => Source::Checkpoint(PathBuf::from(".")),
+            (Some(c), None) => Ok(Source::Checkpoint(c.clone())),
+            (None, Some(w)) => Ok(Source::Weights(w.clone())),
+            _ => Err("give one of --checkpoint and --weights".into()),
         }
     }
 }
@@ -47,7 +46,7 @@ fn backbone<B: AutodiffBackend>(
     image_size: Option<u32>,
     device: &B::Device,
 ) -> Result<(Backbone<B::InnerBackend>, u32), String> {
-    let b = load_backbone::<B::InnerBackend>(&src.source(), device).map_err(|e| e.to_string())?;
+    let b = load_backbone::<B::InnerBackend>(&src.source()?, device).map_err(|e| e.to_string())?;
     let size = image_size.or(b.image_size).unwrap_or(224);
     Ok((b, size))
 }
