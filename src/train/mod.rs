@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::data::augment::AugmentConfig;
@@ -45,7 +46,7 @@ use crate::progress::{Progress, Silent};
 pub use checkpoint::{CheckpointError, CheckpointState};
 pub use log::{KnnLog, StepLog};
 use log::{RunLog, Throughput};
-pub use step::barlow_twins_step;
+pub use step::{PendingLosses, barlow_twins_step};
 
 /// Everything that shapes a run; defaults are the reference's (`docs/method.md`). Loadable from TOML
 /// (missing keys take these defaults).
@@ -289,6 +290,9 @@ pub struct TrainSummary {
     pub backbone: PathBuf,
     /// The run was stopped early by [`RunOptions::stop`]; `steps` is where.
     pub stopped: bool,
+    /// Times this invocation fetched losses from the device: once per log
+    /// point and checkpoint, never per step.
+    pub loss_reads: u64,
 }
 
 /// Trains on `dataset` per `cfg`, writing into `run.out`.
@@ -369,29 +373,41 @@ pub fn train<B: AutodiffBackend>(
     }
     let mut last_checkpoint = None;
     let mut done = total;
+    let mut pending = PendingLosses::<B::InnerBackend>::default();
     progress.begin("train", total, start_step);
+    let mut views = if start_step < total {
+        Some(upload(&mut loader, device)?)
+    } else {
+        None
+    };
     for step in start_step..total {
-        // Two augmented views of the same images, from the loader.
-        let waited_before = loader.stats().data_wait;
-        let batch = loader.next_batch()?;
-        let waited = batch.data_wait() - waited_before;
-        let pos = batch.position();
-        let shape = batch.shape();
-        let y1 = normalise_u8::<B>(batch.view_u8(0), shape, device);
-        let y2 = normalise_u8::<B>(batch.view_u8(1), shape, device);
-        drop(batch);
-        // Network -> loss -> backward -> LARS.
+        // Two augmented views of the same images, already on the device.
+        let Some(Views {
+            y1,
+            y2,
+            pos,
+            images,
+            waited,
+        }) = views.take()
+        else {
+            break;
+        };
+        // Network -> loss -> backward -> LARS, queued on the device.
         let rates = schedule.rates(step);
         let loss;
         (model, loss) = barlow_twins_step(model, &mut optim, y1, y2, cfg.lambda, rates.0);
-        if !loss.is_finite() {
-            return Err(TrainError::NonFinite(loss, step));
+        pending.push(step, loss);
+        // The next batch is fetched and uploaded while this step computes.
+        if step + 1 < total {
+            views = Some(upload(&mut loader, device)?);
         }
-        window.add(shape[0], waited);
-        whole.add(shape[0], waited);
+        window.add(images, waited);
+        whole.add(images, waited);
         progress.advance(1);
 
         if step == 0 || (step + 1) % cfg.log_every.max(1) == 0 || step + 1 == total {
+            let read = pending.read()?;
+            let loss = read.last().map_or(f32::NAN, |r| r.1);
             let (images_per_sec, data_wait) = window.take();
             losses.push((step, loss));
             let entry = StepLog {
@@ -419,6 +435,8 @@ pub fn train<B: AutodiffBackend>(
             .is_some_and(|n| (step + 1) % n.max(1) == 0);
         let stop = run.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
         if epoch_done || every || stop || step + 1 == total {
+            // Every loss up to here is finite before its weights are saved.
+            pending.read()?;
             let state = CheckpointState {
                 step: step + 1,
                 position: next,
@@ -467,8 +485,43 @@ pub fn train<B: AutodiffBackend>(
             checkpoint,
             backbone,
             stopped: done < total,
+            loss_reads: pending.reads(),
         },
     ))
+}
+
+/// A batch's two views on the device, and what fetching it cost.
+struct Views<B: Backend> {
+    y1: Tensor<B, 4>,
+    y2: Tensor<B, 4>,
+    pos: Position,
+    images: usize,
+    /// The time the trainer spent getting them: waiting for the loader,
+    /// then uploading.
+    waited: Duration,
+}
+
+/// Takes the loader's next batch and uploads its views as u8 (converted
+/// and normalised on the device, [`normalise_u8`]); the batch buffer goes
+/// back to the loader as soon as the bytes are handed over.
+fn upload<B: Backend>(loader: &mut Loader, device: &B::Device) -> Result<Views<B>, TrainError> {
+    let waited_before = loader.stats().data_wait;
+    let batch = loader.next_batch()?;
+    let loader_wait = batch.data_wait() - waited_before;
+    let started = Instant::now();
+    let shape = batch.shape();
+    let views = Views {
+        y1: normalise_u8::<B>(batch.view_u8(0), shape, device),
+        y2: normalise_u8::<B>(batch.view_u8(1), shape, device),
+        pos: batch.position(),
+        images: shape[0],
+        waited: Duration::ZERO,
+    };
+    drop(batch);
+    Ok(Views {
+        waited: loader_wait + started.elapsed(),
+        ..views
+    })
 }
 
 /// The network a fresh run starts from: seeded from `cfg.seed`, or the
@@ -581,6 +634,10 @@ mod tests {
         // Step 0, then every second step.
         let steps: Vec<u64> = lines.iter().map(|l| l.step).collect();
         assert_eq!(steps, vec![0, 1, 3, 5]);
+        // Losses left the device at the log points (steps 0, 1, 3 and 5)
+        // and before the checkpoint after step 2: five reads for six steps;
+        // the checkpoint after step 5 found nothing left to read.
+        assert_eq!(summary.loss_reads, 5);
         assert_eq!(lines[3].epoch, 1);
         let logged: Vec<(u64, f32)> = lines.iter().map(|l| (l.step, l.loss)).collect();
         assert_eq!(summary.losses, logged);

@@ -2,17 +2,24 @@
 //! views -> backbone -> projector -> loss (each view's embeddings
 //! batch-normalised, their cross-correlation pushed towards the identity)
 //! -> backward -> LARS. `docs/method.md` gives the maths.
+//!
+//! The step only queues work on the device: its loss comes back as a
+//! device tensor, which the loop reads with others at its log points
+//! ([`PendingLosses`]), so the host never waits for a step to finish and
+//! can prepare the next batch meanwhile.
 
 use burn::optim::{GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 
+use super::TrainError;
 use crate::loss::barlow_twins_loss;
 use crate::model::BarlowTwins;
 
 /// Runs one step on the views `y1` and `y2` (normalised, `[N, 3, H, W]`)
-/// and returns the updated model and the step's loss. `lr_weights` is the
-/// weights' rate; the optimiser scales the biases' rate from it.
+/// and returns the updated model and the step's loss, still on the device
+/// (`[1]`, detached). `lr_weights` is the weights' rate; the optimiser
+/// scales the biases' rate from it.
 pub fn barlow_twins_step<B, O>(
     model: BarlowTwins<B>,
     optim: &mut O,
@@ -20,7 +27,7 @@ pub fn barlow_twins_step<B, O>(
     y2: Tensor<B, 4>,
     lambda: f32,
     lr_weights: f64,
-) -> (BarlowTwins<B>, f32)
+) -> (BarlowTwins<B>, Tensor<B::InnerBackend, 1>)
 where
     B: AutodiffBackend,
     O: Optimizer<BarlowTwins<B>, B>,
@@ -28,7 +35,86 @@ where
     let z1 = model.projector.forward(model.backbone.forward(y1));
     let z2 = model.projector.forward(model.backbone.forward(y2));
     let loss = barlow_twins_loss(z1, z2, lambda);
-    let value = loss.clone().into_scalar().elem::<f32>();
+    let value = loss.clone().inner().reshape([1]);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(lr_weights, model, grads), value)
+}
+
+/// Step losses left on the device until [`PendingLosses::read`] fetches
+/// them all in one transfer: the only place the training loop reads a
+/// loss, so the host syncs with the device at log points and checkpoints,
+/// not every step.
+pub struct PendingLosses<B: Backend> {
+    steps: Vec<u64>,
+    values: Vec<Tensor<B, 1>>,
+    reads: u64,
+}
+
+impl<B: Backend> Default for PendingLosses<B> {
+    fn default() -> Self {
+        PendingLosses {
+            steps: Vec::new(),
+            values: Vec::new(),
+            reads: 0,
+        }
+    }
+}
+
+impl<B: Backend> PendingLosses<B> {
+    /// Keeps `step`'s loss (a `[1]` tensor) for the next read.
+    pub fn push(&mut self, step: u64, loss: Tensor<B, 1>) {
+        self.steps.push(step);
+        self.values.push(loss);
+    }
+
+    /// `(step, loss)` of every loss kept since the last read, fetched in one
+    /// transfer (none if nothing is pending); the first non-finite one, in
+    /// step order, is an error naming its step.
+    pub fn read(&mut self) -> Result<Vec<(u64, f32)>, TrainError> {
+        if self.values.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.reads += 1;
+        let all = Tensor::cat(std::mem::take(&mut self.values), 0);
+        let values: Vec<f32> = all.into_data().convert::<f32>().iter::<f32>().collect();
+        let read: Vec<(u64, f32)> = std::mem::take(&mut self.steps)
+            .into_iter()
+            .zip(values)
+            .collect();
+        match read.iter().find(|(_, l)| !l.is_finite()) {
+            Some(&(step, loss)) => Err(TrainError::NonFinite(loss, step)),
+            None => Ok(read),
+        }
+    }
+
+    /// How many times [`PendingLosses::read`] has fetched losses.
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn pending_losses_come_back_in_one_read_and_the_first_bad_step_is_named() {
+        let d = Default::default();
+        let mut p = PendingLosses::<Flex>::default();
+        assert!(p.read().unwrap().is_empty());
+        assert_eq!(p.reads(), 0, "an empty read transfers nothing");
+        for (s, v) in [(3u64, 1.5f32), (4, 2.5), (5, 0.5)] {
+            p.push(s, Tensor::from_floats([v], &d));
+        }
+        assert_eq!(p.read().unwrap(), vec![(3, 1.5), (4, 2.5), (5, 0.5)]);
+        assert_eq!(p.reads(), 1);
+        for (s, v) in [(6u64, 1.0f32), (7, f32::NAN), (8, f32::INFINITY)] {
+            p.push(s, Tensor::from_floats([v], &d));
+        }
+        match p.read() {
+            Err(TrainError::NonFinite(v, 7)) => assert!(v.is_nan()),
+            other => panic!("expected NaN at step 7, got {other:?}"),
+        }
+    }
 }
