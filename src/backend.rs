@@ -215,6 +215,65 @@ mod tests {
         assert_eq!(BackendChoice::auto(), BackendChoice::cpu());
     }
 
+    /// The keys and values CubeCL 0.10 accepts in `burn.toml`
+    /// (cubecl-runtime's `config::{autotune, compilation, streaming,
+    /// cache}`); CubeCL panics on a file it cannot parse.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct BurnToml {
+        cubecl: CubeCl,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CubeCl {
+        autotune: Autotune,
+        compilation: Compilation,
+        streaming: Streaming,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Autotune {
+        level: Level,
+        cache: Cache,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Compilation {
+        cache: Cache,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Streaming {
+        max_streams: u8,
+    }
+    #[derive(serde::Deserialize, PartialEq, Debug)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Level {
+        Minimal,
+        Balanced,
+        Extensive,
+        Full,
+    }
+    #[derive(serde::Deserialize, PartialEq, Debug)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Cache {
+        Local,
+        Target,
+        Global,
+    }
+
+    #[test]
+    fn the_shipped_burn_toml_is_what_cubecl_reads() {
+        let text = include_str!("../burn.toml");
+        let t: BurnToml = toml::from_str(text).unwrap();
+        assert_eq!(t.cubecl.streaming.max_streams, 1);
+        assert_eq!(t.cubecl.autotune.level, Level::Balanced);
+        assert_eq!(t.cubecl.autotune.cache, Cache::Target);
+        assert_eq!(t.cubecl.compilation.cache, Cache::Target);
+    }
+
     #[test]
     fn the_macro_runs_the_body_on_the_chosen_backend() {
         use burn::tensor::{ElementConversion, Tensor};
