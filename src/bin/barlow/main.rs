@@ -224,7 +224,26 @@ pub(crate) fn default_threads(t: Option<usize>) -> usize {
         .max(1)
 }
 
+/// mimalloc hands freed pages back to the OS after 10 ms by default. A CPU
+/// training step frees and re-allocates buffers of hundreds of MiB, which
+/// the kernel then zeroes again on every fault: a fifth of a ResNet-50
+/// step's time (BENCHMARKS.md, CPU training speed). Keeping freed memory
+/// for reuse costs only that the process stays at its peak RSS.
+/// `MIMALLOC_PURGE_DELAY` in the environment still decides when set.
+#[cfg(feature = "mimalloc")]
+fn keep_freed_memory() {
+    // `mi_option_purge_delay` in mimalloc's option enum (v2 and v3).
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option of the allocator, which mimalloc
+        // reads atomically whenever it considers purging.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo {

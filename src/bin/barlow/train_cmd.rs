@@ -102,6 +102,11 @@ pub struct TrainArgs {
     /// Loader threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Threads of the CPU backend's kernels (Flex's rayon pool) [default:
+    /// all cores]. On a CPU run the loader's --threads and these share the
+    /// cores.
+    #[arg(long)]
+    compute_threads: Option<usize>,
     /// Log a line every N steps [default: 10].
     #[arg(long)]
     log_every: Option<u64>,
@@ -202,6 +207,12 @@ fn labelled(ds: Arc<Dataset>, path: &Path) -> Result<Arc<Dataset>, String> {
 /// checkpoint).
 pub fn run_train(a: TrainArgs) -> Result<bool, String> {
     let cfg = a.config()?;
+    if let Some(n) = a.compute_threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .map_err(|e| format!("--compute-threads {n}: {e}"))?;
+    }
     let choice = a.backend.choice()?;
     let ds = open(&a.data)?;
     let monitor = match &a.val {
