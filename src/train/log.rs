@@ -20,7 +20,8 @@ pub struct StepLog {
     pub lr_biases: f64,
     pub loss: f32,
     pub images_per_sec: f64,
-    /// Share of the step time spent waiting for the loader, since the last log.
+    /// Share of the time since the last log spent getting batches: waiting
+    /// for the loader, then uploading (and normalising) the views.
     pub data_wait: f64,
 }
 

@@ -283,6 +283,7 @@ pub struct TrainSummary {
     pub losses: Vec<(u64, f32)>,
     /// Of this invocation.
     pub images_per_sec: f64,
+    /// Share of the time spent getting batches (the loader, the upload).
     pub data_wait_share: f64,
     pub elapsed: Duration,
     pub knn: Vec<KnnLog>,
