@@ -9,7 +9,8 @@
 //!   by a cosine to 0 (PyTorch's `CosineAnnealingLR(T_max = epochs)`).
 //! - Training views: RandomResizedCrop (area 0.08-1) + horizontal flip,
 //!   drawn anew every epoch from the seed; validation views: the eval
-//!   transform (shorter side to `size / 0.875`, centre crop `size`).
+//!   transform (the centred square of 0.875 x the shorter side, resized
+//!   bilinear to `size`).
 //! - With `cached_features`, the training set is seen through the eval
 //!   transform too and its features are computed once: no augmentation,
 //!   much faster (the way to probe on a CPU).

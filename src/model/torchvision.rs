@@ -417,7 +417,8 @@ impl<B: Backend> LayerMap<B> for Load<'_, B> {
     }
 }
 
-/// The values of a float tensor of the file as f32.
+/// The values of a float tensor of the file as f32 (f16, bf16 and f64 are
+/// converted).
 fn to_f32(view: &TensorView<'_>) -> Result<Vec<f32>, String> {
     let b = view.data();
     Ok(match view.dtype() {
@@ -443,4 +444,33 @@ fn to_f32(view: &TensorView<'_>) -> Result<Vec<f32>, String> {
             .collect(),
         other => return Err(format!("dtype {other:?} is not a float type")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_and_double_precision_weights_are_read_as_f32() {
+        let want = [1.5f32, -0.25, 3.0];
+        let f16: Vec<u8> = want
+            .iter()
+            .flat_map(|&v| burn::tensor::f16::from_f32(v).to_bits().to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = want
+            .iter()
+            .flat_map(|&v| burn::tensor::bf16::from_f32(v).to_bits().to_le_bytes())
+            .collect();
+        let f64: Vec<u8> = want
+            .iter()
+            .flat_map(|&v| f64::from(v).to_le_bytes())
+            .collect();
+        for (dtype, bytes) in [(Dtype::F16, &f16), (Dtype::BF16, &bf16), (Dtype::F64, &f64)] {
+            let view = TensorView::new(dtype, vec![3], bytes).unwrap();
+            assert_eq!(to_f32(&view).unwrap(), want, "{dtype:?}");
+        }
+        let ints = 7i64.to_le_bytes();
+        let view = TensorView::new(Dtype::I64, vec![1], &ints).unwrap();
+        assert!(to_f32(&view).unwrap_err().contains("not a float"));
+    }
 }

@@ -803,6 +803,19 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(projector(&init), projector(&seeded));
+        // So does a file whose projector has other widths.
+        let narrow = TrainConfig {
+            projector: vec![16, 16],
+            ..other.clone()
+        };
+        let source = initial_model::<Cpu>(&narrow, None, &dev).unwrap();
+        let file16 = tmp.path().join("p16.safetensors");
+        let with16 = export(&source.backbone, &cfg.backbone(), Some(&source.projector)).unwrap();
+        std::fs::write(&file16, with16).unwrap();
+        let init = initial_model::<Cpu>(&cfg, Some(&file16), &dev).unwrap();
+        assert_eq!(projector(&init), projector(&seeded));
+        let backbone = |m: &BarlowTwins<Cpu>| export(&m.backbone, &cfg.backbone(), None).unwrap();
+        assert_eq!(backbone(&init), backbone(&source));
         // A file for another network is refused, naming the keys.
         let wide = TrainConfig {
             width: 16,

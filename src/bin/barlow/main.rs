@@ -228,7 +228,8 @@ pub(crate) fn default_threads(t: Option<usize>) -> usize {
 /// training step frees and re-allocates buffers of hundreds of MiB, which
 /// the kernel then zeroes again on every fault: a fifth of a ResNet-50
 /// step's time (BENCHMARKS.md, CPU training speed). Keeping freed memory
-/// for reuse costs only that the process stays at its peak RSS.
+/// for reuse costs only that the process stays at its peak RSS. Set for
+/// the commands that run the network.
 /// `MIMALLOC_PURGE_DELAY` in the environment still decides when set.
 #[cfg(feature = "mimalloc")]
 fn keep_freed_memory() {
@@ -242,9 +243,20 @@ fn keep_freed_memory() {
 }
 
 fn main() -> ExitCode {
-    #[cfg(feature = "mimalloc")]
-    keep_freed_memory();
     let cli = Cli::parse();
+    // Commands that run the network; the loader alone and the data tools
+    // keep mimalloc's default.
+    #[cfg(feature = "mimalloc")]
+    if matches!(
+        cli.command,
+        Command::Demo { .. }
+            | Command::Train(_)
+            | Command::Eval(_)
+            | Command::Embed(_)
+            | Command::Export(_)
+    ) {
+        keep_freed_memory();
+    }
     let result = match cli.command {
         Command::Demo {
             work,

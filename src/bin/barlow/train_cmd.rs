@@ -49,7 +49,7 @@ pub struct TrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// TOML file with any of the config keys (arch, width, small_stem,
-    /// image_size, batch_size, epochs, max_steps, lambda, lr_weights,
+    /// image_size, crop_scale = [min, max], batch_size, epochs, max_steps, lambda, lr_weights,
     /// lr_biases, weight_decay, projector = [8192, 8192, 8192], seed,
     /// threads, log_every).
     #[arg(long)]
