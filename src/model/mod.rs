@@ -84,13 +84,15 @@ impl<B: Backend> BarlowTwins<B> {
 }
 
 /// u8 NCHW pixels onto the device as they are: one byte a value, a
-/// quarter of what f32 would move.
+/// quarter of what f32 would move, from staging memory where the backend
+/// has it (pinned host memory on CUDA; nothing on the CPU).
 pub fn upload_u8<B: Backend>(
     pixels: &[u8],
     shape: [usize; 4],
     device: &B::Device,
 ) -> Tensor<B, 4, burn::tensor::Int> {
-    let data = burn::tensor::TensorData::new(pixels.to_vec(), shape);
+    let mut data = burn::tensor::TensorData::new(pixels.to_vec(), shape);
+    B::staging(std::iter::once(&mut data), device);
     Tensor::from_data(data, (device, burn::tensor::DType::U8))
 }
 
