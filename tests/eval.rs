@@ -78,7 +78,7 @@ fn export_embed_probe_and_report_of_a_short_run() {
         .output()
         .unwrap());
     assert!(
-        out.contains("torchvision.models.resnet18 needs changing"),
+        out.contains("to load it into torchvision.models.resnet18()"),
         "{out}"
     );
     let knn = |flag: &str, path: &Path| {
@@ -98,6 +98,28 @@ fn export_embed_probe_and_report_of_a_short_run() {
     let b = knn("--weights", &file);
     assert_eq!(a["top1"], b["top1"]);
     assert_eq!(a["top5"], b["top5"]);
+    // A val set whose class folders differ is refused: its label numbers
+    // would mean other classes.
+    image_folder(&tmp.path().join("src3"), 3, 2);
+    let three = shardify_folder(
+        &tmp.path().join("src3"),
+        &tmp.path().join("shards3"),
+        Layout::ImageFolder,
+    );
+    let out = barlow()
+        .args(["eval", "knn", "--checkpoint"])
+        .arg(&run)
+        .arg("--train")
+        .arg(&data)
+        .arg("--val")
+        .arg(&three)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("name different classes"),
+        "{err}"
+    );
 
     // One image: `embed --image` and `embed --data` of a one-record set.
     let one = tmp.path().join("one");

@@ -15,8 +15,9 @@
 //!   transform too and its features are computed once: no augmentation,
 //!   much faster (the way to probe on a CPU).
 //!
-//! Accuracy is measured after every epoch; a class counts as in the top k
-//! when fewer than k classes score strictly higher.
+//! Accuracy is measured after every epoch; a label is in the top k when
+//! fewer than k classes score higher or tie with it from a lower index. A
+//! non-finite loss stops the probe with an error.
 
 use std::sync::Arc;
 
@@ -122,6 +123,7 @@ pub fn linear_probe<B: AutodiffBackend>(
     progress: &dyn Progress,
     on_epoch: &mut dyn FnMut(&ProbeEpoch) -> Result<(), EvalError>,
 ) -> Result<ProbeResult, EvalError> {
+    super::same_classes(&train, &val)?;
     let feature_cfg = FeatureConfig {
         image_size: cfg.image_size,
         batch_size: 256,
@@ -217,6 +219,12 @@ pub fn linear_probe<B: AutodiffBackend>(
         }
         let train_loss =
             total.into_data().iter::<f64>().next().unwrap_or(f64::NAN) / batches.max(1) as f64;
+        if !train_loss.is_finite() {
+            return Err(EvalError::Probe(format!(
+                "the classifier's loss became {train_loss} in epoch {}: lower --lr",
+                epoch + 1
+            )));
+        }
         let logits = head.valid().forward(val_x.clone());
         let (top1, top5) = top_k(
             &logits.into_data().iter::<f32>().collect::<Vec<_>>(),
@@ -316,8 +324,10 @@ fn gather(f: &Features, rows: &[usize], class: &dyn Fn(u32) -> i64) -> (Vec<f32>
 }
 
 /// Top-1 and top-5 accuracy in percent of row-major `logits` (one row per
-/// label): a label is in the top k when fewer than k classes score strictly
-/// higher.
+/// label). A label's rank is the number of classes scoring higher, or
+/// equal with a lower index (ties go to the lower class, never to the
+/// label); it is in the top k when its rank is below k. A non-finite score
+/// is a miss.
 pub fn top_k(logits: &[f32], labels: &[i64]) -> (f64, f64) {
     if labels.is_empty() {
         return (0.0, 0.0);
@@ -325,10 +335,18 @@ pub fn top_k(logits: &[f32], labels: &[i64]) -> (f64, f64) {
     let classes = logits.len() / labels.len();
     let (mut top1, mut top5) = (0usize, 0usize);
     for (row, &y) in logits.chunks_exact(classes.max(1)).zip(labels) {
-        let score = row[y as usize];
-        let above = row.iter().filter(|&&s| s > score).count();
-        top1 += usize::from(above < 1);
-        top5 += usize::from(above < 5);
+        let y = y as usize;
+        let score = row[y];
+        if !score.is_finite() {
+            continue;
+        }
+        let rank = row
+            .iter()
+            .enumerate()
+            .filter(|&(c, &s)| s > score || (s == score && c < y) || s.is_nan())
+            .count();
+        top1 += usize::from(rank < 1);
+        top5 += usize::from(rank < 5);
     }
     let pct = |n: usize| 100.0 * n as f64 / labels.len() as f64;
     (pct(top1), pct(top5))
@@ -348,6 +366,10 @@ mod tests {
         ];
         let (t1, t5) = top_k(&logits, &[0, 2, 5]);
         assert!((t1 - 100.0 / 3.0).abs() < 1e-9, "{t1}");
+        // Ties go to the lower class; a NaN score is a miss.
+        assert_eq!(top_k(&[1.0, 1.0, 1.0], &[0]), (100.0, 100.0));
+        assert_eq!(top_k(&[1.0, 1.0, 1.0], &[2]).0, 0.0);
+        assert_eq!(top_k(&[f32::NAN, 0.0], &[0]), (0.0, 0.0));
         assert!((t5 - 200.0 / 3.0).abs() < 1e-9, "{t5}");
     }
 }

@@ -43,6 +43,30 @@ pub enum EvalError {
     Image { path: PathBuf, message: String },
     #[error("{0}")]
     Probe(String),
+    #[error(
+        "{train} and {val} name different classes ({train_classes} and {val_classes}): their labels cannot be compared; shardify both from trees with the same class folders"
+    )]
+    Classes {
+        train: PathBuf,
+        val: PathBuf,
+        train_classes: usize,
+        val_classes: usize,
+    },
+}
+
+/// Refuses two datasets whose labels number different class lists (each
+/// shardify numbers its own sorted class folders).
+pub fn same_classes(train: &Dataset, val: &Dataset) -> Result<(), EvalError> {
+    let (a, b) = (&train.manifest().classes, &val.manifest().classes);
+    if a.is_empty() || b.is_empty() || a == b {
+        return Ok(());
+    }
+    Err(EvalError::Classes {
+        train: train.dir().to_path_buf(),
+        val: val.dir().to_path_buf(),
+        train_classes: a.len(),
+        val_classes: b.len(),
+    })
 }
 
 /// Where a backbone's weights come from.
@@ -118,6 +142,7 @@ pub fn knn_accuracy<B: Backend>(
     device: &B::Device,
     progress: &dyn Progress,
 ) -> Result<knn::KnnResult, EvalError> {
+    same_classes(&train, &val)?;
     let train = features(backbone, train, features_cfg, device, progress)?;
     let val = features(backbone, val, features_cfg, device, progress)?;
     Ok(knn::knn::<B>(&train, &val, knn_cfg, device)?)
@@ -188,6 +213,9 @@ pub fn features<B: Backend>(
         threads: cfg.threads,
         format: PixelFormat::U8,
         mode: Mode::Eval,
+        // Row i is record i: an undecodable record is an error naming it,
+        // never silently replaced by another.
+        max_replacements: 0,
         ..LoaderConfig::default()
     };
     let mut loader = Loader::new(dataset, loader_cfg, Position::default())?;

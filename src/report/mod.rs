@@ -35,6 +35,8 @@ pub enum ReportError {
         line: usize,
         message: String,
     },
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("{0}")]
     Draw(String),
 }
@@ -91,17 +93,27 @@ fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, ReportError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(IoError::at(path)(e).into()),
     };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| ReportError::Parse {
-                path: path.to_path_buf(),
-                line: i + 1,
-                message: e.to_string(),
-            })
-        })
-        .collect()
+    let lines: Vec<&str> = text.lines().collect();
+    let mut rows = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(l) {
+            Ok(row) => rows.push(row),
+            // A last line without its newline is being written (or was
+            // cut by a kill): not part of the log yet.
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+            Err(e) => {
+                return Err(ReportError::Parse {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(rows)
 }
 
 fn line(name: &str, points: Vec<(f64, f64)>, color: plotters::style::RGBColor) -> Series {
@@ -134,10 +146,9 @@ pub fn write(run: &Path, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
     }
     linear.sort_by_key(|l| l.0);
     let config = match checkpoint::resolve(run) {
-        Ok(dir) => {
-            Some(checkpoint::load_state(&dir).map_err(|e| ReportError::Draw(e.to_string()))?)
-        }
-        Err(_) => None,
+        Ok(dir) => Some(checkpoint::load_state(&dir)?),
+        Err(checkpoint::CheckpointError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
     };
 
     let at = |f: &dyn Fn(&StepLog) -> f64| -> Vec<(f64, f64)> {
@@ -348,5 +359,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.jsonl, line 1"), "{e}");
+        // A last line still being written (no newline yet) is left out.
+        let good = r#"{"epoch":0,"step":0,"lr_weights":0.1,"lr_biases":0.002,"loss":9.5,"images_per_sec":1.0,"data_wait":0.0}"#;
+        std::fs::write(tmp.path().join("log.jsonl"), format!("{good}\n{{\"epo")).unwrap();
+        let files = write(tmp.path(), &tmp.path().join("r")).unwrap();
+        let html = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(html.contains("9.50 at step 0"), "the good line is reported");
     }
 }

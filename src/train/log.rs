@@ -136,7 +136,8 @@ fn append(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
         .append(true)
         .open(path)
         .map_err(IoError::at(path))?;
-    writeln!(f, "{line}").map_err(IoError::at(path))?;
+    f.write_all(format!("{line}\n").as_bytes())
+        .map_err(IoError::at(path))?;
     Ok(())
 }
 

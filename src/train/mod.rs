@@ -398,8 +398,10 @@ pub fn train<B: AutodiffBackend>(
         let loss;
         (model, loss) = barlow_twins_step(model, &mut optim, y1, y2, cfg.lambda, rates.0);
         pending.push(step, loss);
-        // The next batch is fetched and uploaded while this step computes.
-        if step + 1 < total {
+        // The next batch is fetched and uploaded while this step computes
+        // (unless the run stops after this step).
+        let stop = run.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        if step + 1 < total && !stop {
             views = Some(upload(&mut loader, device)?);
         }
         window.add(images, waited);
@@ -434,7 +436,6 @@ pub fn train<B: AutodiffBackend>(
         let every = run
             .checkpoint_every
             .is_some_and(|n| (step + 1) % n.max(1) == 0);
-        let stop = run.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
         if epoch_done || every || stop || step + 1 == total {
             // Every loss up to here is finite before its weights are saved.
             pending.read()?;

@@ -221,7 +221,9 @@ pub fn run_linear(a: LinearArgs) -> Result<(), String> {
                         epoch: e.clone(),
                     })
                     .map_err(|err| EvalError::Probe(err.to_string()))?;
-                    writeln!(f, "{line}").map_err(barlow::error::IoError::at(p))?;
+                    // One write: concurrent appenders cannot interleave.
+                    f.write_all(format!("{line}\n").as_bytes())
+                        .map_err(barlow::error::IoError::at(p))?;
                 }
                 Ok(())
             };
@@ -313,6 +315,12 @@ pub fn run_export(a: ExportArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    if a.with_projector {
+        notes.push(
+            "drop the projector.* keys first: {k: v for k, v in sd.items() if not k.startswith(\"projector.\")}"
+                .into(),
+        );
+    }
     if notes.is_empty() {
         println!(
             "load it: m = torchvision.models.{name}(); m.fc = torch.nn.Identity(); m.load_state_dict(safetensors.torch.load_file({:?}))",
@@ -320,7 +328,7 @@ pub fn run_export(a: ExportArgs) -> Result<(), String> {
         );
     } else {
         println!(
-            "torchvision.models.{name} needs changing to load it: {}",
+            "to load it into torchvision.models.{name}(): {}",
             notes.join("; ")
         );
     }

@@ -236,8 +236,9 @@ fn keep_freed_memory() {
     // `mi_option_purge_delay` in mimalloc's option enum (v2 and v3).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one integer option of the allocator, which mimalloc
-        // reads atomically whenever it considers purging.
+        // SAFETY: `mi_option_set` stores one integer option; it is not
+        // thread-safe, and it runs here at the start of `main`, before any
+        // thread of ours exists.
         unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
     }
 }
