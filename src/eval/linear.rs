@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EvalError, FeatureConfig, Features, features};
 use crate::data::augment::{AugmentConfig, ViewConfig};
-use crate::data::loader::{Loader, LoaderConfig, PixelFormat};
+use crate::data::loader::{Loader, LoaderConfig, Mode, PixelFormat};
 use crate::data::sampler::{Order, Position, SamplerConfig};
 use crate::data::shard::{Dataset, NO_LABEL};
 use crate::model::{ResNet, normalise_u8};
@@ -95,6 +95,15 @@ pub struct ProbeLog {
     pub step: Option<u64>,
     #[serde(flatten)]
     pub epoch: ProbeEpoch,
+}
+
+impl ProbeLog {
+    /// The entry as one JSONL line, newline included.
+    pub fn line(&self) -> Result<String, EvalError> {
+        let mut line = serde_json::to_string(self).map_err(|e| EvalError::Probe(e.to_string()))?;
+        line.push('\n');
+        Ok(line)
+    }
 }
 
 /// What a probe did.
@@ -281,8 +290,8 @@ fn init_head<B: Backend>(dim: usize, classes: usize, seed: u64, device: &B::Devi
     head
 }
 
-/// The training loader: RandomResizedCrop + flip, nothing else (the probe
-/// reads the first of the two views).
+/// The training loader: one view per image, RandomResizedCrop + flip,
+/// nothing else.
 fn train_loader_config(cfg: &ProbeConfig) -> LoaderConfig {
     let view = ViewConfig {
         flip_p: 0.5,
@@ -308,6 +317,7 @@ fn train_loader_config(cfg: &ProbeConfig) -> LoaderConfig {
         },
         threads: cfg.threads,
         format: PixelFormat::U8,
+        mode: Mode::OneView,
         ..LoaderConfig::default()
     }
 }

@@ -163,17 +163,26 @@ pub fn export<B: Backend>(
 pub struct Weights {
     path: PathBuf,
     bytes: Vec<u8>,
+    /// Every tensor's shape, from the header read once.
+    shapes: std::collections::HashMap<String, Vec<usize>>,
 }
 
 impl Weights {
     /// Reads `path` and checks that it is a safetensors file.
     pub fn read(path: &Path) -> Result<Weights, InteropError> {
         let bytes = std::fs::read(path).map_err(IoError::at(path))?;
-        let w = Weights {
+        let mut w = Weights {
             path: path.to_path_buf(),
             bytes,
+            shapes: Default::default(),
         };
-        w.parse()?;
+        let shapes = w
+            .parse()?
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect();
+        w.shapes = shapes;
         Ok(w)
     }
 
@@ -188,9 +197,8 @@ impl Weights {
         })
     }
 
-    fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        let st = self.parse().ok()?;
-        st.tensor(name).ok().map(|v| v.shape().to_vec())
+    fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.shapes.get(name).map(Vec::as_slice)
     }
 
     fn arch_err(&self, message: String) -> InteropError {

@@ -78,12 +78,9 @@ fn probe<B: AutodiffBackend>(
         let line = ProbeLog {
             step: Some(step),
             epoch: e.clone(),
-        };
-        lines.push_str(
-            &serde_json::to_string(&line)
-                .map_err(|e| barlow::eval::EvalError::Probe(e.to_string()))?,
-        );
-        lines.push('\n');
+        }
+        .line()?;
+        lines.push_str(&line);
         Ok(())
     };
     let r = linear_probe::<B>(

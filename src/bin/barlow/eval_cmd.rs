@@ -216,13 +216,13 @@ pub fn run_linear(a: LinearArgs) -> Result<(), String> {
             };
             let mut on_epoch = |e: &ProbeEpoch| -> Result<(), EvalError> {
                 if let (Some(f), Some(p)) = (&mut file, &log) {
-                    let line = serde_json::to_string(&ProbeLog {
+                    let line = ProbeLog {
                         step,
                         epoch: e.clone(),
-                    })
-                    .map_err(|err| EvalError::Probe(err.to_string()))?;
+                    }
+                    .line()?;
                     // One write: concurrent appenders cannot interleave.
-                    f.write_all(format!("{line}\n").as_bytes())
+                    f.write_all(line.as_bytes())
                         .map_err(barlow::error::IoError::at(p))?;
                 }
                 Ok(())

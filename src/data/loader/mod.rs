@@ -62,6 +62,19 @@ pub enum Mode {
     /// Evaluation batches: one view per image, the deterministic eval
     /// transform (Resize + CenterCrop, no augmentation) in view 0.
     Eval,
+    /// Batches of one augmented view per image: view 0 exactly as `Full`
+    /// draws it (the linear probe's training views).
+    OneView,
+}
+
+impl Mode {
+    /// Views written per image.
+    pub fn views(self) -> usize {
+        match self {
+            Mode::Eval | Mode::OneView => 1,
+            Mode::Decode | Mode::Augment | Mode::Full => 2,
+        }
+    }
 }
 
 impl crate::Choice for Mode {
@@ -70,6 +83,7 @@ impl crate::Choice for Mode {
         (Mode::Augment, "augment"),
         (Mode::Full, "full"),
         (Mode::Eval, "eval"),
+        (Mode::OneView, "one-view"),
     ];
 }
 
@@ -182,7 +196,7 @@ impl Loader {
     ) -> Result<Loader, LoaderError> {
         let sampler = Sampler::new(dataset.len(), cfg.sampler.clone())?;
         let depth = cfg.prefetch + 1;
-        let views = if cfg.mode == Mode::Eval { 1 } else { 2 };
+        let views = cfg.mode.views();
         let batch = cfg.sampler.batch_size;
         let slots = (0..depth as u64)
             .map(|k| Slot {

@@ -118,3 +118,23 @@ fn a_worker_panic_becomes_an_error_at_the_consumer() {
         Ok(_) => panic!("batch delivered past a panic"),
     };
 }
+
+#[test]
+fn one_view_batches_hold_view_0_of_full_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records: Vec<Vec<u8>> = (0..12).map(jpeg).collect();
+    let ds = dataset_of(tmp.path(), &records);
+    let mut full = Loader::new(Arc::clone(&ds), config(4, 2), Position::default()).unwrap();
+    let one_cfg = LoaderConfig {
+        mode: Mode::OneView,
+        ..config(4, 2)
+    };
+    let mut one = Loader::new(ds, one_cfg, Position::default()).unwrap();
+    for _ in 0..4 {
+        let a = full.next_batch().unwrap();
+        let b = one.next_batch().unwrap();
+        assert_eq!(a.records(), b.records());
+        assert_eq!(a.view_u8(0), b.view_u8(0));
+        assert_ne!(a.view_u8(0), a.view_u8(1), "the two views differ");
+    }
+}

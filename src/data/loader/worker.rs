@@ -194,8 +194,7 @@ fn sample(
         // The decoder's buffer still holds `used`'s pixels: re-borrow it.
         let img = st.decoder.last();
         let n = 3 * (cfg.augment.size as usize).pow(2);
-        let views = if cfg.mode == Mode::Eval { 1 } else { 2 };
-        for v in 0..views {
+        for v in 0..cfg.mode.views() {
             let p = if cfg.mode == Mode::Eval {
                 eval_view(&cfg.augment, img.width, img.height)
             } else {
@@ -214,7 +213,7 @@ fn sample(
                 at: shared.dataset.describe(used),
                 message: e.to_string(),
             })?;
-            if matches!(cfg.mode, Mode::Full | Mode::Eval) {
+            if matches!(cfg.mode, Mode::Full | Mode::Eval | Mode::OneView) {
                 // SAFETY: as above: this sample's region of view v.
                 match cfg.format {
                     PixelFormat::U8 => st
