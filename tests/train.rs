@@ -224,7 +224,13 @@ fn killed_stopped_and_disk_full_runs_resume_with_the_same_batches_and_losses() {
 fn impossible_backends_fail_with_one_sentence_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("none");
-    for extra in [&["--backend", "cuda"][..], &["--precision", "bf16"][..]] {
+    // The default build has neither GPU feature: cuda and vulkan are
+    // refused as not compiled in, bf16 as needing CUDA.
+    for extra in [
+        &["--backend", "cuda"][..],
+        &["--backend", "vulkan"][..],
+        &["--precision", "bf16"][..],
+    ] {
         if extra[1] == "cuda" && Path::new("/proc/driver/nvidia").exists() {
             continue;
         }
@@ -239,6 +245,20 @@ fn impossible_backends_fail_with_one_sentence_not_a_panic() {
             "{err}"
         );
         assert!(!err.contains("panicked"), "{err}");
+    }
+    // A build with a GPU feature on a machine with a GPU would run the checks.
+    if !cfg!(feature = "vulkan") && !Path::new("/proc/driver/nvidia").exists() {
+        let out = common::barlow()
+            .args(["gpu-check", "--out"])
+            .arg(tmp.path().join("check"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("no usable GPU here") && err.lines().count() == 1,
+            "{err}"
+        );
     }
 }
 

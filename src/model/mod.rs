@@ -97,18 +97,36 @@ pub fn upload_u8<B: Backend>(
 }
 
 /// u8 NCHW pixels -> f32 normalised with the reference's mean and std: the
-/// bytes are uploaded as u8 ([`upload_u8`]), then converted and normalised
-/// on the device.
+/// bytes are uploaded as u8 ([`upload_u8`]), then looked up on the device
+/// in a 3 x 256 table of the loader's own f32 values
+/// ([`crate::data::augment::output::write_f32`]). A lookup is exact on every
+/// backend, where arithmetic on the device may round differently (fused
+/// multiply-add, approximate division): any device gives the bits the CPU
+/// loader writes.
 pub fn normalise_u8<B: Backend>(
     pixels: &[u8],
     shape: [usize; 4],
     device: &B::Device,
 ) -> Tensor<B, 4> {
-    use crate::data::augment::output::{MEAN, STD};
-    let x = upload_u8::<B>(pixels, shape, device).float() / 255.0;
-    let mean = Tensor::<B, 1>::from_floats(MEAN, device).reshape([1, 3, 1, 1]);
-    let std = Tensor::<B, 1>::from_floats(STD, device).reshape([1, 3, 1, 1]);
-    (x - mean) / std
+    let table = Tensor::<B, 1>::from_floats(normalisation_table().as_slice(), device);
+    // Channel c's values start at 256 c. The index is computed in the
+    // backend's integer type: a half-precision float cannot hold it.
+    let offsets =
+        Tensor::<B, 1, burn::tensor::Int>::from_ints([0, 256, 512], device).reshape([1, 3, 1, 1]);
+    let bytes = upload_u8::<B>(pixels, shape, device).cast(offsets.dtype());
+    let index = (bytes + offsets).reshape([shape.iter().product::<usize>()]);
+    table.select(0, index).reshape(shape)
+}
+
+/// The loader's f32 value of every byte in each channel, channel-major.
+fn normalisation_table() -> &'static [f32; 768] {
+    static TABLE: std::sync::OnceLock<[f32; 768]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let planes: Vec<f32> = (0..768).map(|i| (i % 256) as f32).collect();
+        let mut table = [0f32; 768];
+        crate::data::augment::output::write_f32(&planes, &mut table);
+        table
+    })
 }
 
 #[cfg(test)]
@@ -153,9 +171,8 @@ mod tests {
             let planes: Vec<f32> = s.iter().map(|&v| v as f32).collect();
             crate::data::augment::output::write_f32(&planes, &mut want[n * 12..(n + 1) * 12]);
         }
-        for (a, b) in x.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
+        // Bit for bit: the device looks the loader's values up.
+        assert_eq!(x, want);
     }
 
     #[test]
@@ -189,7 +206,7 @@ mod tests {
             );
             pending.push(step, loss);
         }
-        let losses: Vec<f32> = pending.read().unwrap().iter().map(|l| l.1).collect();
+        let losses: Vec<f32> = pending.read(0).unwrap().iter().map(|l| l.1).collect();
         // The zero-initialised residual gammas are trainable: they moved.
         let g: Vec<f32> = model.backbone.layer1[0]
             .bn2

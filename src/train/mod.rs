@@ -41,12 +41,13 @@ use crate::eval::knn::{KnnConfig, KnnResult};
 use crate::eval::{EvalError, FeatureConfig, knn_accuracy};
 use crate::model::torchvision::{InteropError, Weights};
 use crate::model::{Arch, BarlowTwins, ResNetConfig, normalise_u8};
-use crate::optim::{LarsConfig, WarmupCosine};
+use crate::optim::{Lars, LarsConfig, WarmupCosine};
 use crate::progress::{Progress, Silent};
+use burn::optim::adaptor::OptimizerAdaptor;
 pub use checkpoint::{CheckpointError, CheckpointState};
 pub use log::{KnnLog, StepLog};
 use log::{RunLog, Throughput};
-pub use step::{PendingLosses, barlow_twins_step};
+pub use step::{LossRead, PendingLosses, barlow_twins_step};
 
 /// Everything that shapes a run; defaults are the reference's (`docs/method.md`). Loadable from TOML
 /// (missing keys take these defaults).
@@ -99,6 +100,34 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The demo's network and schedule: a narrow ResNet-18 (width 8, the
+    /// ImageNet stem) at 32 px with a 256-256 projector, batch 64, small
+    /// enough to train 20 epochs of the 1,280 sample images in a few minutes
+    /// on two CPU cores. The augmentations and optimiser settings are the
+    /// reference's.
+    pub fn demo(threads: usize, epochs: u64) -> TrainConfig {
+        TrainConfig {
+            arch: Arch::Resnet18,
+            width: 8,
+            small_stem: false,
+            image_size: 32,
+            batch_size: 64,
+            epochs,
+            projector: vec![256, 256],
+            threads,
+            log_every: 5,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// LARS with this config's weight decay and bias/weight rate ratio.
+    pub fn optimizer<B: AutodiffBackend>(&self) -> OptimizerAdaptor<Lars, BarlowTwins<B>, B> {
+        LarsConfig::new()
+            .with_weight_decay(self.weight_decay)
+            .with_biases_over_weights(self.lr_biases / self.lr_weights)
+            .init::<B, BarlowTwins<B>>()
+    }
+
     /// The config with the settings that do not change which batches and
     /// weights a run produces (threads, logging, where it stops) cleared:
     /// two runs with equal trajectories can continue each other.
@@ -291,9 +320,9 @@ pub struct TrainSummary {
     pub backbone: PathBuf,
     /// The run was stopped early by [`RunOptions::stop`]; `steps` is where.
     pub stopped: bool,
-    /// Times this invocation fetched losses from the device: once per log
-    /// point and checkpoint, never per step.
-    pub loss_reads: u64,
+    /// Every fetch of losses from the device by this invocation: one per
+    /// log point and checkpoint with losses pending, never one per step.
+    pub loss_reads: Vec<LossRead>,
 }
 
 /// Trains on `dataset` per `cfg`, writing into `run.out`.
@@ -311,10 +340,7 @@ pub fn train<B: AutodiffBackend>(
     } else {
         initial_model(cfg, run.init_from.as_deref(), device)?
     };
-    let mut optim = LarsConfig::new()
-        .with_weight_decay(cfg.weight_decay)
-        .with_biases_over_weights(cfg.lr_biases / cfg.lr_weights)
-        .init::<B, BarlowTwins<B>>();
+    let mut optim = cfg.optimizer::<B>();
     let log = RunLog::new(out);
     let (start_step, start, mut losses) = if run.resume {
         let dir = checkpoint::resolve(out)?;
@@ -376,7 +402,11 @@ pub fn train<B: AutodiffBackend>(
     let mut done = total;
     let mut pending = PendingLosses::<B::InnerBackend>::default();
     progress.begin("train", total, start_step);
+    // Batches uploaded, counted from the run's start (step k trains on the
+    // k-th): step + 2 at a read means the next batch went up first.
+    let mut uploaded = start_step;
     let mut views = if start_step < total {
+        uploaded += 1;
         Some(upload(&mut loader, device)?)
     } else {
         None
@@ -402,6 +432,7 @@ pub fn train<B: AutodiffBackend>(
         // (unless the run stops after this step).
         let stop = run.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
         if step + 1 < total && !stop {
+            uploaded += 1;
             views = Some(upload(&mut loader, device)?);
         }
         window.add(images, waited);
@@ -409,7 +440,7 @@ pub fn train<B: AutodiffBackend>(
         progress.advance(1);
 
         if step == 0 || (step + 1) % cfg.log_every.max(1) == 0 || step + 1 == total {
-            let read = pending.read()?;
+            let read = pending.read(uploaded)?;
             let loss = read.last().map_or(f32::NAN, |r| r.1);
             let (images_per_sec, data_wait) = window.take();
             losses.push((step, loss));
@@ -438,7 +469,7 @@ pub fn train<B: AutodiffBackend>(
             .is_some_and(|n| (step + 1) % n.max(1) == 0);
         if epoch_done || every || stop || step + 1 == total {
             // Every loss up to here is finite before its weights are saved.
-            pending.read()?;
+            pending.read(uploaded)?;
             let state = CheckpointState {
                 step: step + 1,
                 position: next,
@@ -487,7 +518,7 @@ pub fn train<B: AutodiffBackend>(
             checkpoint,
             backbone,
             stopped: done < total,
-            loss_reads: pending.reads(),
+            loss_reads: pending.reads().to_vec(),
         },
     ))
 }
@@ -639,7 +670,15 @@ mod tests {
         // Losses left the device at the log points (steps 0, 1, 3 and 5)
         // and before the checkpoint after step 2: five reads for six steps;
         // the checkpoint after step 5 found nothing left to read.
-        assert_eq!(summary.loss_reads, 5);
+        let read_steps: Vec<u64> = summary.loss_reads.iter().map(|r| r.step).collect();
+        assert_eq!(read_steps, vec![0, 1, 2, 3, 5]);
+        // Each read came after the next batch's upload (none after the last step).
+        let uploaded: Vec<u64> = summary
+            .loss_reads
+            .iter()
+            .map(|r| r.batches_uploaded)
+            .collect();
+        assert_eq!(uploaded, vec![2, 3, 4, 5, 6]);
         assert_eq!(lines[3].epoch, 1);
         let logged: Vec<(u64, f32)> = lines.iter().map(|l| (l.step, l.loss)).collect();
         assert_eq!(summary.losses, logged);

@@ -47,7 +47,18 @@ where
 pub struct PendingLosses<B: Backend> {
     steps: Vec<u64>,
     values: Vec<Tensor<B, 1>>,
-    reads: u64,
+    reads: Vec<LossRead>,
+}
+
+/// One fetch of losses from the device, as [`PendingLosses`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LossRead {
+    /// The newest step whose loss it fetched.
+    pub step: u64,
+    /// Batches uploaded to the device when it ran, counted from the run's
+    /// first step (a resumed run counts the steps before it): `step + 2`
+    /// when the next batch's upload was issued before this read.
+    pub batches_uploaded: u64,
 }
 
 impl<B: Backend> Default for PendingLosses<B> {
@@ -55,7 +66,7 @@ impl<B: Backend> Default for PendingLosses<B> {
         PendingLosses {
             steps: Vec::new(),
             values: Vec::new(),
-            reads: 0,
+            reads: Vec::new(),
         }
     }
 }
@@ -69,12 +80,16 @@ impl<B: Backend> PendingLosses<B> {
 
     /// `(step, loss)` of every loss kept since the last read, fetched in one
     /// transfer (none if nothing is pending); the first non-finite one, in
-    /// step order, is an error naming its step.
-    pub fn read(&mut self) -> Result<Vec<(u64, f32)>, TrainError> {
-        if self.values.is_empty() {
+    /// step order, is an error naming its step. `batches_uploaded` is the
+    /// caller's count, kept with the read ([`PendingLosses::reads`]).
+    pub fn read(&mut self, batches_uploaded: u64) -> Result<Vec<(u64, f32)>, TrainError> {
+        let Some(&step) = self.steps.last() else {
             return Ok(Vec::new());
-        }
-        self.reads += 1;
+        };
+        self.reads.push(LossRead {
+            step,
+            batches_uploaded,
+        });
         let all = Tensor::cat(std::mem::take(&mut self.values), 0);
         let values: Vec<f32> = all.into_data().convert::<f32>().iter::<f32>().collect();
         let read: Vec<(u64, f32)> = std::mem::take(&mut self.steps)
@@ -87,9 +102,9 @@ impl<B: Backend> PendingLosses<B> {
         }
     }
 
-    /// How many times [`PendingLosses::read`] has fetched losses.
-    pub fn reads(&self) -> u64 {
-        self.reads
+    /// Every fetch [`PendingLosses::read`] has made, oldest first.
+    pub fn reads(&self) -> &[LossRead] {
+        &self.reads
     }
 }
 
@@ -102,17 +117,21 @@ mod tests {
     fn pending_losses_come_back_in_one_read_and_the_first_bad_step_is_named() {
         let d = Default::default();
         let mut p = PendingLosses::<Flex>::default();
-        assert!(p.read().unwrap().is_empty());
-        assert_eq!(p.reads(), 0, "an empty read transfers nothing");
+        assert!(p.read(0).unwrap().is_empty());
+        assert!(p.reads().is_empty(), "an empty read transfers nothing");
         for (s, v) in [(3u64, 1.5f32), (4, 2.5), (5, 0.5)] {
             p.push(s, Tensor::from_floats([v], &d));
         }
-        assert_eq!(p.read().unwrap(), vec![(3, 1.5), (4, 2.5), (5, 0.5)]);
-        assert_eq!(p.reads(), 1);
+        assert_eq!(p.read(7).unwrap(), vec![(3, 1.5), (4, 2.5), (5, 0.5)]);
+        let first = LossRead {
+            step: 5,
+            batches_uploaded: 7,
+        };
+        assert_eq!(p.reads(), [first]);
         for (s, v) in [(6u64, 1.0f32), (7, f32::NAN), (8, f32::INFINITY)] {
             p.push(s, Tensor::from_floats([v], &d));
         }
-        match p.read() {
+        match p.read(9) {
             Err(TrainError::NonFinite(v, 7)) => assert!(v.is_nan()),
             other => panic!("expected NaN at step 7, got {other:?}"),
         }

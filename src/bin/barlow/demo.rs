@@ -10,7 +10,6 @@ use barlow::data::sampler::Position;
 use barlow::data::shard::Dataset;
 use barlow::eval::knn::KnnConfig;
 use barlow::eval::linear::{ProbeConfig, ProbeEpoch, ProbeLog, linear_probe};
-use barlow::model::Arch;
 use barlow::model::ResNet;
 use barlow::prep::datasets::sample::{self, SampleOptions};
 use barlow::prep::shardify;
@@ -34,26 +33,6 @@ fn loader_rate(
         images += loader.next_batch().map_err(|e| e.to_string())?.len();
     }
     Ok(images as f64 / t.elapsed().as_secs_f64().max(1e-9))
-}
-
-/// The demo's network and schedule: a narrow ResNet-18 (width 8, the
-/// ImageNet stem) at 32 px with a 256-256 projector, small enough to train
-/// 20 epochs of the sample set in about three minutes on two CPU cores. The
-/// augmentations (blur sigma scaled to the view) and optimiser settings are
-/// the reference's.
-pub fn demo_config(threads: usize, epochs: u64) -> TrainConfig {
-    TrainConfig {
-        arch: Arch::Resnet18,
-        width: 8,
-        small_stem: false,
-        image_size: 32,
-        batch_size: 64,
-        epochs,
-        projector: vec![256, 256],
-        threads,
-        log_every: 5,
-        ..TrainConfig::default()
-    }
 }
 
 /// The linear probe (cached features, the paper's optimiser) of `backbone`,
@@ -129,8 +108,27 @@ fn train_and_probe<B: AutodiffBackend>(
     Ok((s, before, after))
 }
 
-pub fn demo(work: &Path, threads: usize, epochs: u64, cpu: bool) -> Result<(), String> {
+/// Runs the demo on `choice`, or where [`BackendChoice::auto`] says.
+pub fn demo(
+    work: &Path,
+    threads: usize,
+    epochs: u64,
+    choice: Option<BackendChoice>,
+) -> Result<(), String> {
     let started = Instant::now();
+    let choice = match choice {
+        Some(c) => {
+            c.check().map_err(|e| e.to_string())?;
+            c
+        }
+        None => {
+            let c = BackendChoice::auto();
+            if c.kind == BackendKind::Cpu {
+                println!("no usable GPU here: training on the CPU");
+            }
+            c
+        }
+    };
     let sample_dir = work.join("sample");
     let opts = SampleOptions::default();
     if sample::is_complete(&sample_dir, &opts).map_err(|e| e.to_string())? {
@@ -164,15 +162,7 @@ pub fn demo(work: &Path, threads: usize, epochs: u64, cpu: bool) -> Result<(), S
     }
     let train_ds = open(&work.join("shards/train"))?;
     let val_ds = open(&work.join("shards/val"))?;
-    let choice = if cpu {
-        BackendChoice::cpu()
-    } else {
-        BackendChoice::auto()
-    };
-    if choice.kind == BackendKind::Cpu && !cpu {
-        println!("no usable CUDA GPU here: training on the CPU");
-    }
-    let cfg = demo_config(threads, epochs);
+    let cfg = TrainConfig::demo(threads, epochs);
     let loader_rate = loader_rate(train_ds.clone(), &cfg)?;
     println!(
         "loader alone: {loader_rate:.0} images/s (two {0}x{0} views each, {threads} threads)",

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use barlow::Choice;
+use barlow::backend::{BackendChoice, BackendKind};
 use barlow::data::augment::AugmentConfig;
 use barlow::data::loader::PixelFormat;
 use barlow::data::loader::{self, LoaderConfig, Mode};
@@ -27,6 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod demo;
 mod eval_cmd;
+mod gpu_check;
 mod train_cmd;
 
 use eval_cmd::{EmbedArgs, ExportArgs, KnnArgs, LinearArgs};
@@ -63,7 +65,7 @@ enum Command {
     /// sample set (if absent), shardify its train and val splits, verify
     /// them, measure the kNN accuracy and the linear probe of the untrained
     /// network, pretrain a small ResNet-18 with Barlow Twins for a few
-    /// minutes (on the GPU where CUDA is usable, else the CPU), measure both
+    /// minutes (on a GPU where one is usable, else the CPU), measure both
     /// again, and write the run's report (WORK/run/report/index.html).
     /// Prints a JSON summary as its last line (knn_before, knn_after,
     /// linear_before, linear_after, train_images_per_sec, data_wait_share, ...).
@@ -77,9 +79,19 @@ enum Command {
         /// Training epochs over the 1,280 sample images.
         #[arg(long, default_value_t = DEMO_EPOCHS)]
         epochs: u64,
-        /// Train on the CPU even where a CUDA GPU is usable.
-        #[arg(long)]
+        /// Train on the CPU even where a GPU is usable (--backend cpu).
+        #[arg(long, conflicts_with = "backend")]
         cpu: bool,
+        /// cpu, cuda or vulkan [default: CUDA where usable, else a hardware
+        /// Vulkan GPU (with the `vulkan` feature), else the CPU].
+        #[arg(long, value_parser = choice::<BackendKind>())]
+        backend: Option<BackendKind>,
+        /// Device index for --backend cuda or vulkan.
+        #[arg(long, default_value_t = 0, requires = "backend")]
+        device: usize,
+        /// Let --backend vulkan use a software adapter (for tests; slow).
+        #[arg(long, requires = "backend")]
+        allow_software: bool,
     },
     /// Measure the loader's throughput on a shardified dataset: images/s
     /// (one image = one source image yielding two views) and where the time
@@ -123,6 +135,13 @@ enum Command {
     /// 256-256`. Checkpoints every epoch into OUT/checkpoints; `--resume`
     /// continues exactly where the run stopped.
     Train(Box<TrainArgs>),
+    /// Check that a GPU backend computes what the CPU backend computes, on
+    /// this machine: dtypes, the u8 upload and normalisation (bit for bit),
+    /// three training steps of the demo network (loss, gradient norms,
+    /// weights), a checkpoint moved each way, and when losses leave the
+    /// device. Prints a table, writes OUT/gpu-check.json and exits 1 if a
+    /// check fails.
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Evaluate a checkpoint or a torchvision-named weights file.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -255,6 +274,7 @@ fn main() -> ExitCode {
             | Command::Eval(_)
             | Command::Embed(_)
             | Command::Export(_)
+            | Command::GpuCheck(_)
     ) {
         keep_freed_memory();
     }
@@ -264,7 +284,19 @@ fn main() -> ExitCode {
             threads,
             epochs,
             cpu,
-        } => demo::demo(&work, default_threads(threads), epochs, cpu),
+            backend,
+            device,
+            allow_software,
+        } => {
+            let kind = if cpu { Some(BackendKind::Cpu) } else { backend };
+            let choice = kind.map(|kind| BackendChoice {
+                kind,
+                device,
+                allow_software: allow_software || barlow::backend::software_allowed_by_env(),
+                ..BackendChoice::cpu()
+            });
+            demo::demo(&work, default_threads(threads), epochs, choice)
+        }
         Command::BenchLoader {
             data,
             threads,
@@ -305,6 +337,7 @@ fn main() -> ExitCode {
         Command::Eval(EvalCommand::Knn(args)) => eval_cmd::run_knn(args),
         Command::Eval(EvalCommand::Linear(args)) => eval_cmd::run_linear(args),
         Command::Export(args) => eval_cmd::run_export(args),
+        Command::GpuCheck(args) => gpu_check::run(args),
         Command::Embed(args) => eval_cmd::run_embed(args),
         Command::Report { run, out } => {
             let out = out.unwrap_or_else(|| run.join("report"));

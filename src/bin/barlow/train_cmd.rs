@@ -14,15 +14,22 @@ use barlow::train::{self, Monitor, RunOptions, TrainConfig, checkpoint};
 /// Where the network runs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BackendArgs {
-    /// cpu (Flex, everywhere) or cuda (NVIDIA GPU; needs the `cuda` feature).
+    /// cpu (Flex, everywhere), cuda (NVIDIA GPU; needs the `cuda` feature)
+    /// or vulkan (AMD, Intel or NVIDIA GPU; needs the `vulkan` feature).
     #[arg(long, value_parser = crate::choice::<BackendKind>(), default_value = "cpu")]
     pub backend: BackendKind,
     /// Network precision on CUDA; the cross-correlation and loss stay f32.
     #[arg(long, value_parser = crate::choice::<Precision>(), default_value = "f32")]
     pub precision: Precision,
-    /// CUDA device index.
+    /// Device index: CUDA's numbering, or for Vulkan the usable adapters
+    /// (discrete GPUs first, then integrated, then virtual).
     #[arg(long, default_value_t = 0)]
     pub device: usize,
+    /// Let --backend vulkan use a software adapter (Mesa's lavapipe): for
+    /// tests, it is far slower than the CPU backend. The environment
+    /// variable BARLOW_ALLOW_SOFTWARE_DEVICE=1 does the same.
+    #[arg(long)]
+    pub allow_software: bool,
 }
 
 impl BackendArgs {
@@ -31,6 +38,7 @@ impl BackendArgs {
             kind: self.backend,
             precision: self.precision,
             device: self.device,
+            allow_software: self.allow_software || barlow::backend::software_allowed_by_env(),
         };
         c.check().map_err(|e| e.to_string())?;
         Ok(c)

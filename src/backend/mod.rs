@@ -1,11 +1,18 @@
 //! Which burn backend runs the network: Flex on the CPU everywhere, CUDA on
-//! NVIDIA GPUs when the crate is built with the `cuda` feature.
+//! NVIDIA GPUs with the `cuda` feature, Vulkan (AMD, Intel and NVIDIA GPUs,
+//! and a software device for tests) with the `vulkan` feature.
 //!
-//! Guarantees: asking for CUDA never panics. [`BackendChoice::check`] probes
-//! the driver (loaded at run time), the device count and the CUDA toolkit
-//! that burn's kernel compiler needs, and answers with one sentence saying
-//! what is missing. [`with_backend!`] runs a generic body on the chosen
-//! backend type; call `check` first.
+//! Guarantees: asking for a GPU never panics. [`BackendChoice::check`]
+//! probes for it (for CUDA the driver, loaded at run time, the device count
+//! and the toolkit that burn's kernel compiler needs; for Vulkan the
+//! adapters, see [`vulkan`]) and answers with one sentence saying what is
+//! missing. [`with_backend!`] runs a generic body on the chosen backend
+//! type; call `check` first. [`check`] holds the checks that prove a device
+//! backend computes what the CPU computes.
+
+pub mod check;
+#[cfg(feature = "vulkan")]
+pub mod vulkan;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +27,18 @@ pub type CudaBf16 = burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf
 pub type CudaF16 = burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::f16>>;
 #[cfg(feature = "cuda")]
 pub use burn::backend::cuda::CudaDevice;
+/// The Vulkan training backend (f32).
+#[cfg(feature = "vulkan")]
+pub type VulkanF32 = burn::backend::Autodiff<burn::backend::Vulkan<f32>>;
+
+/// The environment variable that lets commands use a software Vulkan
+/// adapter without `--allow-software` (CI sets it).
+pub const ALLOW_SOFTWARE_ENV: &str = "BARLOW_ALLOW_SOFTWARE_DEVICE";
+
+/// Whether [`ALLOW_SOFTWARE_ENV`] is set (and not `0`).
+pub fn software_allowed_by_env() -> bool {
+    std::env::var_os(ALLOW_SOFTWARE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -29,11 +48,17 @@ pub enum BackendKind {
     Cpu,
     /// burn's CUDA backend (needs the `cuda` feature, a driver and a toolkit).
     Cuda,
+    /// burn's wgpu backend on Vulkan with SPIR-V shaders (needs the `vulkan`
+    /// feature and a Vulkan driver).
+    Vulkan,
 }
 
 impl crate::Choice for BackendKind {
-    const NAMES: &'static [(Self, &'static str)] =
-        &[(BackendKind::Cpu, "cpu"), (BackendKind::Cuda, "cuda")];
+    const NAMES: &'static [(Self, &'static str)] = &[
+        (BackendKind::Cpu, "cpu"),
+        (BackendKind::Cuda, "cuda"),
+        (BackendKind::Vulkan, "vulkan"),
+    ];
 }
 
 /// Floating-point type of the network on the device. The Barlow Twins
@@ -59,18 +84,24 @@ impl crate::Choice for Precision {
 pub struct BackendChoice {
     pub kind: BackendKind,
     pub precision: Precision,
-    /// CUDA device index.
+    /// Device index: CUDA's numbering, or the Vulkan adapters' order
+    /// ([`vulkan::adapters`]).
     pub device: usize,
+    /// Whether a software Vulkan adapter may be used (for tests).
+    #[serde(default)]
+    pub allow_software: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
-    #[error("this barlow was built without CUDA support: rebuild it with `--features cuda`")]
-    NotCompiled,
-    #[error("--precision {0:?} needs --backend cuda (the CPU backend computes in f32)")]
+    #[error("this barlow was built without {0} support: rebuild it with `--features {0}`")]
+    NotCompiled(&'static str),
+    #[error("--precision {0:?} needs --backend cuda (the CPU and Vulkan backends compute in f32)")]
     PrecisionNeedsCuda(Precision),
     #[error("no usable NVIDIA GPU: {0}")]
     NoCuda(String),
+    #[error("no usable Vulkan device: {0}")]
+    NoVulkan(String),
 }
 
 impl BackendChoice {
@@ -78,28 +109,40 @@ impl BackendChoice {
         BackendChoice::default()
     }
 
-    /// CUDA device 0 in f32 when a usable GPU is there, else the CPU.
+    /// The first usable of: CUDA device 0, Vulkan hardware device 0 (never
+    /// a software one), the CPU; in f32.
     pub fn auto() -> BackendChoice {
-        let cuda = BackendChoice {
-            kind: BackendKind::Cuda,
-            ..BackendChoice::default()
-        };
-        if cuda.check().is_ok() {
-            cuda
-        } else {
-            BackendChoice::cpu()
-        }
+        [BackendKind::Cuda, BackendKind::Vulkan]
+            .into_iter()
+            .map(|kind| BackendChoice {
+                kind,
+                ..BackendChoice::default()
+            })
+            .find(|c| c.check().is_ok())
+            .unwrap_or_default()
     }
 
     /// Whether this choice can run here, without creating a device.
     pub fn check(&self) -> Result<(), BackendError> {
         match self.kind {
-            BackendKind::Cpu if self.precision != Precision::F32 => {
+            BackendKind::Cpu | BackendKind::Vulkan if self.precision != Precision::F32 => {
                 Err(BackendError::PrecisionNeedsCuda(self.precision))
             }
             BackendKind::Cpu => Ok(()),
             BackendKind::Cuda => probe_cuda(self.device),
+            BackendKind::Vulkan => self.vulkan_adapter().map(drop),
         }
+    }
+
+    /// The Vulkan adapter this choice runs on.
+    #[cfg(feature = "vulkan")]
+    pub fn vulkan_adapter(&self) -> Result<vulkan::Adapter, BackendError> {
+        vulkan::probe(self.device, self.allow_software)
+    }
+
+    #[cfg(not(feature = "vulkan"))]
+    fn vulkan_adapter(&self) -> Result<(), BackendError> {
+        Err(BackendError::NotCompiled("vulkan"))
     }
 
     /// A name for logs and summaries, e.g. `cuda:0 bf16`.
@@ -112,13 +155,28 @@ impl BackendChoice {
         match self.kind {
             BackendKind::Cpu => format!("cpu (flex) {p}"),
             BackendKind::Cuda => format!("cuda:{} {p}", self.device),
+            BackendKind::Vulkan => format!("vulkan:{} {p}{}", self.device, self.adapter_label()),
         }
+    }
+
+    /// ` (name, kind)` of the Vulkan adapter, or why there is none.
+    #[cfg(feature = "vulkan")]
+    fn adapter_label(&self) -> String {
+        match self.vulkan_adapter() {
+            Ok(a) => format!(" ({}, {})", a.name, a.kind),
+            Err(e) => format!(" ({e})"),
+        }
+    }
+
+    #[cfg(not(feature = "vulkan"))]
+    fn adapter_label(&self) -> String {
+        String::new()
     }
 }
 
 #[cfg(not(feature = "cuda"))]
 fn probe_cuda(_device: usize) -> Result<(), BackendError> {
-    Err(BackendError::NotCompiled)
+    Err(BackendError::NotCompiled("cuda"))
 }
 
 #[cfg(feature = "cuda")]
@@ -183,7 +241,20 @@ macro_rules! with_backend {
                 Ok($body)
             }
             #[cfg(not(feature = "cuda"))]
-            (BackendKind::Cuda, _) => Err(BackendError::NotCompiled),
+            (BackendKind::Cuda, _) => Err(BackendError::NotCompiled("cuda")),
+            #[cfg(feature = "vulkan")]
+            (BackendKind::Vulkan, Precision::F32) => match choice.vulkan_adapter() {
+                Ok(adapter) => {
+                    type $B = $crate::backend::VulkanF32;
+                    let $dev = adapter.device;
+                    Ok($body)
+                }
+                Err(e) => Err(e),
+            },
+            #[cfg(feature = "vulkan")]
+            (BackendKind::Vulkan, p) => Err(BackendError::PrecisionNeedsCuda(p)),
+            #[cfg(not(feature = "vulkan"))]
+            (BackendKind::Vulkan, _) => Err(BackendError::NotCompiled("vulkan")),
         }
     }};
 }
@@ -212,7 +283,7 @@ mod tests {
             return;
         }
         assert!(cuda.check().is_err());
-        assert_eq!(BackendChoice::auto(), BackendChoice::cpu());
+        assert_ne!(BackendChoice::auto().kind, BackendKind::Cuda);
     }
 
     /// The keys and values CubeCL 0.10 accepts in `burn.toml`
@@ -266,7 +337,7 @@ mod tests {
 
     #[test]
     fn the_shipped_burn_toml_is_what_cubecl_reads() {
-        let text = include_str!("../burn.toml");
+        let text = include_str!("../../burn.toml");
         let t: BurnToml = toml::from_str(text).unwrap();
         assert_eq!(t.cubecl.streaming.max_streams, 1);
         assert_eq!(t.cubecl.autotune.level, Level::Balanced);
