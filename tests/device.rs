@@ -22,7 +22,7 @@ fn device() -> BackendChoice {
     };
     let choice = BackendChoice {
         kind,
-        allow_software: barlow::backend::software_allowed_by_env(),
+        allow_software: barlow::backend::software_allowed(false),
         ..BackendChoice::cpu()
     };
     if let Err(e) = choice.check() {

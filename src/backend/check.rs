@@ -22,7 +22,6 @@ use serde::Serialize;
 
 use crate::backend::Cpu;
 use crate::data::shard::Dataset;
-use crate::loss::barlow_twins_loss;
 use crate::model::{BarlowTwins, normalise_u8, upload_u8};
 use crate::prep::datasets::sample::{SampleError, SampleOptions, make_sample};
 use crate::prep::shardify::{Input, Layout, Options, ShardifyError, shardify};
@@ -109,11 +108,9 @@ pub fn trace_steps<B: AutodiffBackend>(device: &B::Device, steps: usize) -> Step
         let ([a, b], shape) = views(&cfg, step as u64);
         let y1 = normalise_u8::<B>(&a, shape, device);
         let y2 = normalise_u8::<B>(&b, shape, device);
-        let z1 = model.projector.forward(model.backbone.forward(y1));
-        let z2 = model.projector.forward(model.backbone.forward(y2));
-        let loss = barlow_twins_loss(z1, z2, cfg.lambda);
-        trace.losses.push(host(loss.clone().inner())[0]);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        // The trainer's step, split to see the gradients before LARS.
+        let (grads, loss) = train::barlow_twins_gradients(&model, y1, y2, cfg.lambda);
+        trace.losses.push(host(loss)[0]);
         let mut norms = GradNorms {
             grads: &grads,
             norms: Vec::new(),

@@ -35,9 +35,10 @@ pub type VulkanF32 = burn::backend::Autodiff<burn::backend::Vulkan<f32>>;
 /// adapter without `--allow-software` (CI sets it).
 pub const ALLOW_SOFTWARE_ENV: &str = "BARLOW_ALLOW_SOFTWARE_DEVICE";
 
-/// Whether [`ALLOW_SOFTWARE_ENV`] is set (and not `0`).
-pub fn software_allowed_by_env() -> bool {
-    std::env::var_os(ALLOW_SOFTWARE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+/// Whether a software adapter may be used: `flag` (`--allow-software`), or
+/// [`ALLOW_SOFTWARE_ENV`] set (and not `0`).
+pub fn software_allowed(flag: bool) -> bool {
+    flag || std::env::var_os(ALLOW_SOFTWARE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

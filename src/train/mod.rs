@@ -47,7 +47,7 @@ use burn::optim::adaptor::OptimizerAdaptor;
 pub use checkpoint::{CheckpointError, CheckpointState};
 pub use log::{KnnLog, StepLog};
 use log::{RunLog, Throughput};
-pub use step::{LossRead, PendingLosses, barlow_twins_step};
+pub use step::{LossRead, PendingLosses, barlow_twins_gradients, barlow_twins_step};
 
 /// Everything that shapes a run; defaults are the reference's (`docs/method.md`). Loadable from TOML
 /// (missing keys take these defaults).

@@ -32,12 +32,24 @@ where
     B: AutodiffBackend,
     O: Optimizer<BarlowTwins<B>, B>,
 {
+    let (grads, value) = barlow_twins_gradients(&model, y1, y2, lambda);
+    (optim.step(lr_weights, model, grads), value)
+}
+
+/// The step's first half: views -> backbone -> projector -> loss ->
+/// backward. Returns the parameters' gradients and the loss (`[1]`,
+/// detached, on the device).
+pub fn barlow_twins_gradients<B: AutodiffBackend>(
+    model: &BarlowTwins<B>,
+    y1: Tensor<B, 4>,
+    y2: Tensor<B, 4>,
+    lambda: f32,
+) -> (GradientsParams, Tensor<B::InnerBackend, 1>) {
     let z1 = model.projector.forward(model.backbone.forward(y1));
     let z2 = model.projector.forward(model.backbone.forward(y2));
     let loss = barlow_twins_loss(z1, z2, lambda);
     let value = loss.clone().inner().reshape([1]);
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    (optim.step(lr_weights, model, grads), value)
+    (GradientsParams::from_grads(loss.backward(), model), value)
 }
 
 /// Step losses left on the device until [`PendingLosses::read`] fetches

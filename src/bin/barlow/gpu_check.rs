@@ -97,7 +97,7 @@ pub fn run(a: GpuCheckArgs) -> Result<(), String> {
         Some(kind) => BackendChoice {
             kind,
             device: a.device,
-            allow_software: a.allow_software || barlow::backend::software_allowed_by_env(),
+            allow_software: barlow::backend::software_allowed(a.allow_software),
             ..BackendChoice::cpu()
         },
         None => match BackendChoice::auto() {

@@ -292,7 +292,7 @@ fn main() -> ExitCode {
             let choice = kind.map(|kind| BackendChoice {
                 kind,
                 device,
-                allow_software: allow_software || barlow::backend::software_allowed_by_env(),
+                allow_software: barlow::backend::software_allowed(allow_software),
                 ..BackendChoice::cpu()
             });
             demo::demo(&work, default_threads(threads), epochs, choice)

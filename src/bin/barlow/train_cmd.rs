@@ -38,7 +38,7 @@ impl BackendArgs {
             kind: self.backend,
             precision: self.precision,
             device: self.device,
-            allow_software: self.allow_software || barlow::backend::software_allowed_by_env(),
+            allow_software: barlow::backend::software_allowed(self.allow_software),
         };
         c.check().map_err(|e| e.to_string())?;
         Ok(c)
