@@ -29,6 +29,7 @@ pub mod eval;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod peers;
 pub mod report;
 pub mod train;
 

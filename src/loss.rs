@@ -15,6 +15,10 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
 
+use crate::model::Norm;
+use crate::model::norm::global_moments;
+use crate::peers::reduce;
+
 /// The reference's batch-norm epsilon.
 pub const BN_EPS: f64 = 1e-5;
 
@@ -47,6 +51,46 @@ pub fn barlow_twins_loss<B: Backend>(
     // c_ii directly from the standardised views (no D x D identity mask).
     let diag = (s1.clone() * s2.clone()).sum_dim(0) / n; // [1, D]
     let c = s1.transpose().matmul(s2) / n;
+    let on_diag = (diag.clone() - 1.0).powi_scalar(2).sum();
+    let off_diag = c.powi_scalar(2).sum() - diag.powi_scalar(2).sum();
+    on_diag + off_diag * lambda as f64
+}
+
+/// [`barlow_twins_loss`] with the statistics `norm` names. With
+/// [`Norm::Global`], `z1` and `z2` are this peer's slices of the global
+/// batch: each view is standardised with the global batch's moments and
+/// the cross-correlation is summed over the peers before the loss, so
+/// every peer computes the global batch's loss (and, through the
+/// differentiable sums, its gradient along its own slice).
+pub fn barlow_twins_loss_with<B: Backend>(
+    z1: Tensor<B, 2>,
+    z2: Tensor<B, 2>,
+    lambda: f32,
+    norm: Norm<'_, B>,
+) -> Tensor<B, 1> {
+    let Norm::Global { reducer, batch } = norm else {
+        return barlow_twins_loss(z1, z2, lambda);
+    };
+    let (z1, z2) = (z1.cast(FloatDType::F32), z2.cast(FloatDType::F32));
+    let n = batch as f64;
+    let standardise = |z: Tensor<B, 2>| {
+        let (mean, var, _) = global_moments(z.clone(), reducer, batch);
+        (z - mean.unsqueeze()) / (var + BN_EPS).sqrt().unsqueeze()
+    };
+    let (s1, s2) = (standardise(z1), standardise(z2));
+    let d = s1.dims()[1];
+    // This peer's share of c and of its diagonal, summed over the peers
+    // in one all-reduce.
+    let local = Tensor::cat(
+        vec![
+            s1.clone().transpose().matmul(s2.clone()).reshape([d * d]),
+            (s1 * s2).sum_dim(0).reshape([d]),
+        ],
+        0,
+    );
+    let global = reduce(reducer, local) / n;
+    let c = global.clone().slice(0..d * d);
+    let diag = global.slice(d * d..d * d + d);
     let on_diag = (diag.clone() - 1.0).powi_scalar(2).sum();
     let off_diag = c.powi_scalar(2).sum() - diag.powi_scalar(2).sum();
     on_diag + off_diag * lambda as f64

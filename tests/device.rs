@@ -69,6 +69,40 @@ fn losses_leave_the_device_only_at_log_points_after_the_next_upload() {
 }
 
 #[test]
+fn two_peers_on_the_device_log_the_losses_of_one() {
+    use barlow::progress::Silent;
+    use barlow::train::{self, RunOptions, TrainConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = check::sample_dataset(&tmp.path().join("data"), 64).unwrap();
+    let cfg = TrainConfig {
+        max_steps: Some(3),
+        log_every: 1,
+        ..check::network()
+    };
+    // Both peers on the one device: the differentiable sums of the
+    // BatchNorm statistics and of C, through the device backend's autodiff.
+    let losses = |name: &str, peers: usize| -> Vec<(u64, f32)> {
+        let run = RunOptions::new(tmp.path().join(name));
+        with_backend!(device(), |B, d| {
+            let devices = vec![d; peers];
+            train::train_on::<B>(ds.clone(), &cfg, &run, &devices, &Silent)
+                .unwrap()
+                .1
+                .losses
+        })
+        .unwrap()
+    };
+    let (one, two) = (losses("one", 1), losses("two", 2));
+    eprintln!("losses: 1 peer {one:?}, 2 peers {two:?}");
+    assert_eq!(one.len(), 3);
+    assert_eq!(one.len(), two.len());
+    for ((s, a), (t, b)) in one.iter().zip(&two) {
+        assert_eq!(s, t);
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "step {s}: {a} vs {b}");
+    }
+}
+
+#[test]
 fn checkpoints_move_between_the_cpu_and_the_device() {
     let tmp = tempfile::tempdir().unwrap();
     let c = with_backend!(device(), |B, d| check::checkpoint_cross_load::<B>(

@@ -2,65 +2,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use barlow::prep::shardify::{self, Input, Layout, Options};
-use barlow::progress::Silent;
 use common::*;
-
-fn dataset(dir: &Path) -> PathBuf {
-    let src = dir.join("src");
-    image_folder(&src, 2, 24);
-    let out = dir.join("shards");
-    let input = Input::Folder {
-        path: src,
-        layout: Layout::ImageFolder,
-    };
-    shardify::shardify(&input, &out, &Options::default(), &Silent).unwrap();
-    out
-}
 
 /// Steps of a `SMALL` run: 48 images / batch 8 = 6 per epoch, 20 epochs.
 const STEPS: usize = 120;
-
-const SMALL: &[&str] = &[
-    "--arch",
-    "resnet18",
-    "--width",
-    "8",
-    "--small-stem",
-    "--image-size",
-    "16",
-    "--batch-size",
-    "8",
-    "--projector",
-    "32-32",
-    "--epochs",
-    "20",
-    "--log-every",
-    "1",
-    "--threads",
-    "2",
-];
 
 fn train_cmd(data: &Path, out: &Path) -> Command {
     let mut c = barlow();
     c.arg("train").arg("--data").arg(data).arg("--out").arg(out);
     c
-}
-
-/// (step, loss) of every line of a run's log.
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
 }
 
 #[test]
@@ -366,5 +320,42 @@ fn kill_9_at_several_points_including_mid_checkpoint_loses_nothing() {
                 "{name}: step {s}: {a} vs {b}"
             );
         }
+    }
+}
+
+#[test]
+fn two_data_parallel_peers_log_the_losses_of_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = |name: &str, extra: &[&str]| -> Vec<(u64, f64)> {
+        let out = tmp.path().join(name);
+        ok(train_cmd(&data, &out)
+            .args(SMALL)
+            .args(["--max-steps", "6"])
+            .args(extra)
+            .output()
+            .unwrap());
+        losses(&out)
+    };
+    let one = run("one", &["--peers", "1"]);
+    let two = run("two", &["--peers", "2"]);
+    assert_eq!(one.len(), 6);
+    assert_same_losses(&two, &one, "2 peers");
+    // Device ids are for GPU backends; a batch needs an image per peer.
+    for (extra, says) in [
+        (
+            &["--peers", "2", "--device-ids", "0,1"][..],
+            "--device-ids is for GPU",
+        ),
+        (&["--peers", "9"][..], "batch 8 over 9 peers"),
+    ] {
+        let out = train_cmd(&data, &tmp.path().join("bad"))
+            .args(SMALL)
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(says) && err.lines().count() == 1, "{err}");
     }
 }

@@ -451,7 +451,7 @@ impl FeedPath {
 /// read), logging every `log_every` steps, with its run folder in `out`.
 /// The reads are those [`crate::train::PendingLosses::read`], the one
 /// function that fetches losses, records.
-pub fn feed_path<B: AutodiffBackend>(
+pub fn feed_path<B: AutodiffBackend + crate::peers::PeerReduce>(
     dataset: Arc<Dataset>,
     out: &Path,
     steps: u64,

@@ -103,6 +103,52 @@ pub enum BackendError {
     NoCuda(String),
     #[error("no usable Vulkan device: {0}")]
     NoVulkan(String),
+    #[error("{0}")]
+    Peers(String),
+}
+
+/// The devices of `peers` data-parallel peers. On the CPU every peer
+/// shares `first` (the CPU device); on a GPU backend peer k runs on device
+/// `ids[k]` (CUDA's numbering; for Vulkan, adapters of `first`'s type),
+/// `ids` defaulting to `first`'s index plus `offset`, plus 0, 1, ...,
+/// `peers - 1` (`offset`: this process's first device on a machine shared
+/// with other processes of an MPI job).
+pub fn peer_devices<D: burn::tensor::backend::DeviceOps>(
+    kind: BackendKind,
+    first: &D,
+    peers: usize,
+    ids: Option<&[usize]>,
+    offset: usize,
+) -> Result<Vec<D>, BackendError> {
+    let peers = peers.max(1);
+    if kind == BackendKind::Cpu {
+        if ids.is_some() {
+            return Err(BackendError::Peers(
+                "--device-ids is for GPU backends: on the CPU every peer shares the CPU".into(),
+            ));
+        }
+        return Ok(vec![first.clone(); peers]);
+    }
+    if ids.is_none() && peers == 1 && offset == 0 {
+        return Ok(vec![first.clone()]);
+    }
+    let base = usize::from(first.to_id().index_id) + offset;
+    let default: Vec<usize> = (base..base + peers).collect();
+    let ids = ids.unwrap_or(&default);
+    if ids.len() != peers {
+        return Err(BackendError::Peers(format!(
+            "--device-ids names {} devices for {peers} peers",
+            ids.len()
+        )));
+    }
+    ids.iter()
+        .map(|&i| {
+            let mut id = first.to_id();
+            id.index_id = u16::try_from(i)
+                .map_err(|_| BackendError::Peers(format!("device index {i} is out of range")))?;
+            Ok(D::from_id(id))
+        })
+        .collect()
 }
 
 impl BackendChoice {

@@ -1,6 +1,7 @@
 //! The network: a ResNet backbone and the Barlow Twins projector.
 
 pub mod init;
+pub mod norm;
 pub mod resnet;
 pub mod torchvision;
 
@@ -10,6 +11,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 
+pub use norm::Norm;
 pub use resnet::{Arch, ResNet, ResNetConfig};
 
 /// Parses the reference's `--projector 8192-8192-8192` notation.
@@ -44,12 +46,18 @@ impl<B: Backend> Projector<B> {
         Projector { linears, bns }
     }
 
-    pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward_with(x, Norm::Local)
+    }
+
+    /// [`Projector::forward`] with training-mode BatchNorm statistics from
+    /// `norm`.
+    pub fn forward_with(&self, mut x: Tensor<B, 2>, norm: Norm<'_, B>) -> Tensor<B, 2> {
         let last = self.linears.len().saturating_sub(1);
         for (i, lin) in self.linears.iter().enumerate() {
             x = lin.forward(x);
             if i < last {
-                x = relu(self.bns[i].forward(x));
+                x = relu(norm::batch_norm(&self.bns[i], x, norm));
             }
         }
         x

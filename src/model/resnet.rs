@@ -20,6 +20,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
+use super::norm::{Norm, batch_norm};
+
 /// Which ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -202,15 +204,15 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn forward(&self, x: Tensor<B, 4>, norm: Norm<'_, B>) -> Tensor<B, 4> {
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => batch_norm(&d.bn, d.conv.forward(x.clone()), norm),
             None => x.clone(),
         };
-        let mut out = relu(self.bn1.forward(self.conv1.forward(x)));
-        out = self.bn2.forward(self.conv2.forward(out));
+        let mut out = relu(batch_norm(&self.bn1, self.conv1.forward(x), norm));
+        out = batch_norm(&self.bn2, self.conv2.forward(out), norm);
         if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
-            out = b3.forward(c3.forward(relu(out)));
+            out = batch_norm(b3, c3.forward(relu(out)), norm);
         }
         relu(out + identity)
     }
@@ -231,13 +233,19 @@ pub struct ResNet<B: Backend> {
 
 impl<B: Backend> ResNet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        self.forward_with(x, Norm::Local)
+    }
+
+    /// [`ResNet::forward`] with training-mode BatchNorm statistics from
+    /// `norm` (the global batch's, for data-parallel peers).
+    pub fn forward_with(&self, x: Tensor<B, 4>, norm: Norm<'_, B>) -> Tensor<B, 2> {
+        let mut x = relu(batch_norm(&self.bn1, self.conv1.forward(x), norm));
         if let Some(p) = &self.maxpool {
             x = p.forward(x);
         }
         for layer in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
             for block in layer {
-                x = block.forward(x);
+                x = block.forward(x, norm);
             }
         }
         let [n, c, _, _] = x.dims();

@@ -76,6 +76,23 @@ impl LarsConfig {
     }
 }
 
+/// The L2 norm of `t`, summed row by row (dim 0) and then over the rows:
+/// a fixed order of additions for every tensor whose rows are below the
+/// size at which a backend's whole-tensor sum goes parallel (Flex: 4M
+/// values, added in an order that varies with its threads' timing). So
+/// data-parallel replicas, which hold the same bits, compute the same
+/// trust ratios and stay the same bits.
+fn norm<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 1> {
+    let dims = t.dims();
+    let rows = dims[0].max(1);
+    let n: usize = dims.iter().product();
+    t.powi_scalar(2)
+        .reshape([rows, n / rows])
+        .sum_dim(1)
+        .sum()
+        .sqrt()
+}
+
 impl<B: Backend> SimpleOptimizer<B> for Lars {
     type State<const D: usize> = LarsState<B, D>;
 
@@ -89,8 +106,8 @@ impl<B: Backend> SimpleOptimizer<B> for Lars {
         let c = &self.cfg;
         let (dp, lr) = if D > 1 {
             let dp = grad + tensor.clone() * c.weight_decay;
-            let p_norm = tensor.clone().powi_scalar(2).sum().sqrt();
-            let g_norm = dp.clone().powi_scalar(2).sum().sqrt();
+            let p_norm = norm(tensor.clone());
+            let g_norm = norm(dp.clone());
             let both = p_norm
                 .clone()
                 .greater_elem(0.0)

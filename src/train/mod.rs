@@ -17,9 +17,16 @@
 //! - Files in the run folder: `log.jsonl` (one [`StepLog`] at step 0, every
 //!   `log_every` steps and at the last step: the loss history), `knn.jsonl` (one [`KnnLog`] per monitor pass), `checkpoints/`,
 //!   `backbone.bin` (the backbone alone, at the end) and `loss.png`.
+//! - **Several devices.** [`train_on`] with W devices runs W data-parallel
+//!   peers, one thread each, each on its slice of every global batch
+//!   ([`crate::peers`]): their step is the single-device step on the global
+//!   batch (BatchNorm statistics, cross-correlation and gradients are
+//!   global), and peer 0 logs, monitors and checkpoints. With one device
+//!   it is the single-device loop.
 
 pub mod checkpoint;
 mod log;
+mod peers;
 mod step;
 
 use std::path::{Path, PathBuf};
@@ -42,12 +49,16 @@ use crate::eval::{EvalError, FeatureConfig, knn_accuracy};
 use crate::model::torchvision::{InteropError, Weights};
 use crate::model::{Arch, BarlowTwins, ResNetConfig, normalise_u8};
 use crate::optim::{Lars, LarsConfig, WarmupCosine};
+use crate::peers::{Peer, PeerError, PeerReduce, Processes};
 use crate::progress::{Progress, Silent};
 use burn::optim::adaptor::OptimizerAdaptor;
 pub use checkpoint::{CheckpointError, CheckpointState};
 pub use log::{KnnLog, StepLog};
 use log::{RunLog, Throughput};
-pub use step::{LossRead, PendingLosses, barlow_twins_gradients, barlow_twins_step};
+pub use step::{
+    LossRead, Parallel, PendingLosses, Stepped, barlow_twins_gradients,
+    barlow_twins_gradients_with, barlow_twins_step, data_parallel_step,
+};
 
 /// Everything that shapes a run; defaults are the reference's (`docs/method.md`). Loadable from TOML
 /// (missing keys take these defaults).
@@ -74,6 +85,10 @@ pub struct TrainConfig {
     pub seed: u64,
     pub threads: usize,
     pub log_every: u64,
+    /// The loss gradient is divided by this before LARS. 1 is the exact
+    /// gradient of the batch's loss; the paper's code, which averaged the
+    /// gradients of its 32 GPUs, moved with 1/32 of it (`docs/method.md`).
+    pub grad_divisor: f64,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +110,7 @@ impl Default for TrainConfig {
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             log_every: 10,
+            grad_divisor: 1.0,
         }
     }
 }
@@ -206,9 +222,27 @@ pub struct RunOptions {
     /// backbone, and the projector too when the file has one of the run's
     /// widths. Ignored on resume (the checkpoint holds the weights).
     pub init_from: Option<PathBuf>,
+    /// How long a data-parallel peer waits for the others at an
+    /// all-reduce before the run fails: longer than the slowest kNN pass
+    /// or checkpoint of peer 0, which the others wait out.
+    pub peer_timeout: Duration,
+    /// The processes of a multi-process run (MPI), each running
+    /// [`train_on`] with its own devices; process 0 writes the run folder.
+    pub processes: Option<Arc<dyn Processes>>,
     /// Testing aid: a loader worker panics on this record.
     #[cfg(test)]
     pub(crate) panic_on_record: Option<u64>,
+    /// Testing aid: data-parallel peer 1 fails this way before this step.
+    #[cfg(test)]
+    pub(crate) fail_peer_at: Option<(u64, PeerFault)>,
+}
+
+/// How [`RunOptions::fail_peer_at`] makes a peer fail.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PeerFault {
+    Error,
+    Panic,
 }
 
 impl RunOptions {
@@ -221,8 +255,12 @@ impl RunOptions {
             monitor: None,
             stop: None,
             init_from: None,
+            peer_timeout: Duration::from_secs(1800),
+            processes: None,
             #[cfg(test)]
             panic_on_record: None,
+            #[cfg(test)]
+            fail_peer_at: None,
         }
     }
 }
@@ -298,6 +336,15 @@ pub enum TrainError {
     },
     #[error("the loss became {0} at step {1}")]
     NonFinite(f32, u64),
+    #[error("data-parallel training: {0}")]
+    Peer(#[from] PeerError),
+    #[error(
+        "data-parallel training needs a batch of at least one image per peer: \
+         batch {batch} over {peers} peers"
+    )]
+    BatchTooSmall { batch: usize, peers: usize },
+    #[error("a batch of {batch} does not split evenly over {processes} processes")]
+    BatchSplit { batch: usize, processes: usize },
 }
 
 /// What a run did.
@@ -326,44 +373,181 @@ pub struct TrainSummary {
 }
 
 /// Trains on `dataset` per `cfg`, writing into `run.out`.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: AutodiffBackend + PeerReduce>(
     dataset: Arc<Dataset>,
     cfg: &TrainConfig,
     run: &RunOptions,
     device: &B::Device,
     progress: &dyn Progress,
 ) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
-    let out = run.out.as_path();
-    std::fs::create_dir_all(out).map_err(IoError::at(out))?;
-    let mut model = if run.resume {
-        BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, device)
-    } else {
-        initial_model(cfg, run.init_from.as_deref(), device)?
+    train_on(dataset, cfg, run, std::slice::from_ref(device), progress)
+}
+
+/// [`train`] with one data-parallel peer per device in `devices` (the same
+/// device may appear more than once); peer 0, on `devices[0]`, runs the
+/// loader, logs, monitors and checkpoints, and its replica is returned.
+pub fn train_on<B: AutodiffBackend + PeerReduce>(
+    dataset: Arc<Dataset>,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    devices: &[B::Device],
+    progress: &dyn Progress,
+) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
+    let world = devices.len();
+    let processes = run.processes.as_ref().map_or(1, |p| p.size());
+    if world <= 1 && processes == 1 {
+        let device = devices.first().cloned().unwrap_or_default();
+        return lead(dataset, cfg, run, &device, None, progress);
+    }
+    if !cfg.batch_size.is_multiple_of(processes) {
+        return Err(TrainError::BatchSplit {
+            batch: cfg.batch_size,
+            processes,
+        });
+    }
+    if cfg.batch_size / processes < world {
+        return Err(TrainError::BatchTooSmall {
+            batch: cfg.batch_size,
+            peers: world * processes,
+        });
+    }
+    let mut group =
+        crate::peers::group_across(world, run.peer_timeout, run.processes.clone()).into_iter();
+    let Some(first) = group.next() else {
+        return lead(dataset, cfg, run, &devices[0], None, progress);
     };
-    let mut optim = cfg.optimizer::<B>();
-    let log = RunLog::new(out);
-    let (start_step, start, mut losses) = if run.resume {
-        let dir = checkpoint::resolve(out)?;
-        let state = checkpoint::load_state(&dir)?;
-        if state.config.trajectory() != cfg.trajectory() {
-            return Err(TrainError::ResumeMismatch {
-                checkpoint: dir,
-                differs: differences(&state.config, cfg)?,
-            });
+    // Owned threads, not scoped ones: a peer stuck on its device must not
+    // keep a failed run from returning (see `peers::join`).
+    let mut feeds = Vec::new();
+    let mut followers = Vec::new();
+    for (peer, device) in group.zip(&devices[1..]) {
+        let rank = peer.rank();
+        let (feed, follower) = peers::channel(peer);
+        let (cfg, run, device) = (cfg.clone(), run.clone(), device.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("peer-{rank}"))
+            .spawn(move || follower.run::<B>(&cfg, &run, &device));
+        match spawned {
+            Ok(handle) => followers.push((rank, handle)),
+            Err(e) => {
+                first.abort(format!("cannot start a peer thread: {e}"));
+                return Err(IoError::at(Path::new("peer thread"))(e).into());
+            }
         }
-        model = checkpoint::load_model(&dir, model, device)?;
-        optim = checkpoint::load_optim(&dir, optim, device)?;
-        log.resume_at(state.step)?;
-        (state.step, state.position, log.losses()?)
-    } else {
-        log.start()?;
-        (0, Position::default(), Vec::new())
+        feeds.push(feed);
+    }
+    // A panic in peer 0 drops `first` while unwinding, which aborts the
+    // group; an error aborts it here. Either way the other peers stop.
+    let share = Share {
+        peer: &first,
+        feeds,
     };
-    let loader_cfg = LoaderConfig {
+    let result = lead(dataset, cfg, run, &devices[0], Some(share), progress);
+    if let Err(e) = &result {
+        first.abort(e.to_string());
+    }
+    let grace = result.is_err().then_some(peers::GRACE);
+    let followed = peers::join(followers, first.world(), grace);
+    let (model, summary) = result?;
+    followed?;
+    Ok((model, summary))
+}
+
+/// How peer 0 shares each global batch with the other peers.
+struct Share<'a> {
+    peer: &'a Peer,
+    feeds: Vec<peers::Feed>,
+}
+
+/// The model and optimiser a run starts from on `device`: seeded (or
+/// `run.init_from`'s weights), or the latest checkpoint's with its state
+/// when resuming. Every data-parallel peer builds its own.
+fn replica<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    device: &B::Device,
+) -> Result<Replica<B>, TrainError> {
+    let optim = cfg.optimizer::<B>();
+    if !run.resume {
+        let model = initial_model(cfg, run.init_from.as_deref(), device)?;
+        return Ok(Replica {
+            model,
+            optim,
+            resumed: None,
+        });
+    }
+    let dir = checkpoint::resolve(&run.out)?;
+    let state = checkpoint::load_state(&dir)?;
+    if state.config.trajectory() != cfg.trajectory() {
+        return Err(TrainError::ResumeMismatch {
+            checkpoint: dir,
+            differs: differences(&state.config, cfg)?,
+        });
+    }
+    let model = BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, device);
+    let model = checkpoint::load_model(&dir, model, device)?;
+    let optim = checkpoint::load_optim(&dir, optim, device)?;
+    Ok(Replica {
+        model,
+        optim,
+        resumed: Some(state),
+    })
+}
+
+/// One peer's network and optimiser, and the checkpoint state it resumed.
+struct Replica<B: AutodiffBackend> {
+    model: BarlowTwins<B>,
+    optim: OptimizerAdaptor<Lars, BarlowTwins<B>, B>,
+    resumed: Option<CheckpointState>,
+}
+
+/// The training loop of peer 0 (the only peer on one device).
+fn lead<B: AutodiffBackend + PeerReduce>(
+    dataset: Arc<Dataset>,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    device: &B::Device,
+    mut share: Option<Share<'_>>,
+    progress: &dyn Progress,
+) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
+    let out = run.out.as_path();
+    // Process 0 of a multi-process run writes the run folder; the others
+    // read only the checkpoint they resume from.
+    let (process, processes) = share.as_ref().map_or((0, 1), |s| s.peer.process());
+    let writes = process == 0;
+    if writes {
+        std::fs::create_dir_all(out).map_err(IoError::at(out))?;
+    }
+    let Replica {
+        mut model,
+        mut optim,
+        resumed,
+    } = replica::<B>(cfg, run, device)?;
+    let log = RunLog::new(out);
+    let (start_step, start, mut losses) = match resumed {
+        Some(state) if writes => {
+            log.resume_at(state.step)?;
+            (state.step, state.position, log.losses()?)
+        }
+        Some(state) => (state.step, state.position, Vec::new()),
+        None => {
+            if writes {
+                log.start()?;
+            }
+            (0, Position::default(), Vec::new())
+        }
+    };
+    let mut loader_cfg = LoaderConfig {
         #[cfg(test)]
         panic_on_record: run.panic_on_record,
         ..cfg.loader_config()
     };
+    // Each process loads its share of every global batch: the sampler's
+    // ranks interleave the global order, so the shares together are the
+    // global batch.
+    loader_cfg.sampler.rank = process;
+    loader_cfg.sampler.world_size = processes;
+    loader_cfg.sampler.batch_size = cfg.batch_size / processes;
     let mut loader = Loader::new(dataset, loader_cfg, start)?;
     let schedule = WarmupCosine::reference(
         cfg.batch_size,
@@ -382,7 +566,7 @@ pub fn train<B: AutodiffBackend>(
     let mut whole = Throughput::default();
     let mut knn_logs = Vec::new();
     let mut monitor = |model: &BarlowTwins<B>, epoch: u64, step: u64| -> Result<(), TrainError> {
-        if let Some(m) = &run.monitor {
+        if let Some(m) = run.monitor.as_ref().filter(|_| writes) {
             let r = m.measure(model, cfg.image_size, cfg.threads, device, &Silent)?;
             let entry = KnnLog {
                 epoch,
@@ -405,9 +589,16 @@ pub fn train<B: AutodiffBackend>(
     // Batches uploaded, counted from the run's start (step k trains on the
     // k-th): step + 2 at a read means the next batch went up first.
     let mut uploaded = start_step;
+    let parallel = Parallel {
+        peer: share.as_ref().map(|s| s.peer),
+        batch: cfg.batch_size,
+        grad_divisor: cfg.grad_divisor,
+        stop: false,
+    };
     let mut views = if start_step < total {
         uploaded += 1;
-        Some(upload(&mut loader, device)?)
+        let lr = schedule.rates(start_step).0;
+        Some(upload(&mut loader, device, share.as_mut(), lr)?)
     } else {
         None
     };
@@ -425,18 +616,28 @@ pub fn train<B: AutodiffBackend>(
         };
         // Network -> loss -> backward -> LARS, queued on the device.
         let rates = schedule.rates(step);
-        let loss;
-        (model, loss) = barlow_twins_step(model, &mut optim, y1, y2, cfg.lambda, rates.0);
-        pending.push(step, loss);
+        // A raised stop flag (on any process) stops every peer after this step.
+        let parallel = Parallel {
+            stop: run.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)),
+            ..parallel
+        };
+        let stepped = data_parallel_step(model, &mut optim, y1, y2, cfg.lambda, rates.0, parallel)?;
+        // In one process peer 0 may also stop alone (the others stop when
+        // it closes their feeds): a flag raised during the step counts.
+        let stop = stepped.stop
+            || (processes == 1 && run.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)));
+        model = stepped.model;
+        pending.push(step, stepped.loss);
         // The next batch is fetched and uploaded while this step computes
         // (unless the run stops after this step).
-        let stop = run.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
         if step + 1 < total && !stop {
             uploaded += 1;
-            views = Some(upload(&mut loader, device)?);
+            let lr = schedule.rates(step + 1).0;
+            views = Some(upload(&mut loader, device, share.as_mut(), lr)?);
         }
-        window.add(images, waited);
-        whole.add(images, waited);
+        // Every process loaded its share of the global batch.
+        window.add(images * processes, waited);
+        whole.add(images * processes, waited);
         progress.advance(1);
 
         if step == 0 || (step + 1) % cfg.log_every.max(1) == 0 || step + 1 == total {
@@ -457,7 +658,9 @@ pub fn train<B: AutodiffBackend>(
                 "loss {loss:.2}  {images_per_sec:.1} img/s  data wait {:.1}%",
                 100.0 * data_wait
             ));
-            log.step(&entry)?;
+            if writes {
+                log.step(&entry)?;
+            }
         }
         let next = loader.sampler().advance(pos, 1);
         let epoch_done = next.batch == 0;
@@ -467,7 +670,7 @@ pub fn train<B: AutodiffBackend>(
         let every = run
             .checkpoint_every
             .is_some_and(|n| (step + 1) % n.max(1) == 0);
-        if epoch_done || every || stop || step + 1 == total {
+        if writes && (epoch_done || every || stop || step + 1 == total) {
             // Every loss up to here is finite before its weights are saved.
             pending.read(uploaded)?;
             let state = CheckpointState {
@@ -485,25 +688,34 @@ pub fn train<B: AutodiffBackend>(
     }
     progress.finish();
     let elapsed = started.elapsed();
-    let checkpoint = match last_checkpoint {
-        Some(c) => c,
-        // No step ran: a resumed run that was already done, or a fresh
-        // run of `max_steps = 0`, which saves its initial network.
-        None if run.resume => checkpoint::resolve(out)?,
-        None => {
-            let state = CheckpointState {
-                step: 0,
-                position: start,
-                config: cfg.clone(),
-            };
-            checkpoint::save(out, &state, &model, &optim)?
-        }
+    // Process 0 wrote the checkpoints; the others name where.
+    let (checkpoint, backbone) = if writes {
+        let checkpoint = match last_checkpoint {
+            Some(c) => c,
+            // No step ran: a resumed run that was already done, or a fresh
+            // run of `max_steps = 0`, which saves its initial network.
+            None if run.resume => checkpoint::resolve(out)?,
+            None => {
+                let state = CheckpointState {
+                    step: 0,
+                    position: start,
+                    config: cfg.clone(),
+                };
+                checkpoint::save(out, &state, &model, &optim)?
+            }
+        };
+        let backbone = checkpoint::save_backbone(&out.join("backbone"), &model)?;
+        crate::report::loss_png(&out.join("loss.png"), &losses).map_err(|e| {
+            TrainError::Config {
+                path: out.join("loss.png"),
+                message: e.to_string(),
+            }
+        })?;
+        (checkpoint, backbone)
+    } else {
+        let dir = out.join("checkpoints");
+        (last_checkpoint.unwrap_or(dir), out.join("backbone.bin"))
     };
-    let backbone = checkpoint::save_backbone(&out.join("backbone"), &model)?;
-    crate::report::loss_png(&out.join("loss.png"), &losses).map_err(|e| TrainError::Config {
-        path: out.join("loss.png"),
-        message: e.to_string(),
-    })?;
     let (images_per_sec, data_wait_share) = whole.rates(elapsed);
     Ok((
         model,
@@ -536,16 +748,35 @@ struct Views<B: Backend> {
 
 /// Takes the loader's next batch and uploads its views as u8 (converted
 /// and normalised on the device, [`normalise_u8`]); the batch buffer goes
-/// back to the loader as soon as the bytes are handed over.
-fn upload<B: Backend>(loader: &mut Loader, device: &B::Device) -> Result<Views<B>, TrainError> {
+/// back to the loader as soon as the bytes are handed over. With peers,
+/// each other peer is sent its slice of the batch (and `lr`, the step's
+/// rate) and only peer 0's slice is uploaded here.
+fn upload<B: Backend>(
+    loader: &mut Loader,
+    device: &B::Device,
+    share: Option<&mut Share<'_>>,
+    lr: f64,
+) -> Result<Views<B>, TrainError> {
     let waited_before = loader.stats().data_wait;
     let batch = loader.next_batch()?;
     let loader_wait = batch.data_wait() - waited_before;
     let started = Instant::now();
     let shape = batch.shape();
+    let mut mine = 0..shape[0];
+    if let Some(share) = share {
+        let world = share.feeds.len() + 1;
+        let rows = |p: usize| p * shape[0] / world..(p + 1) * shape[0] / world;
+        for (p, feed) in (1..world).zip(&share.feeds) {
+            feed.send(&batch, rows(p), lr, share.peer)?;
+        }
+        mine = rows(0);
+    }
+    let per_image = shape[1] * shape[2] * shape[3];
+    let bytes = mine.start * per_image..mine.end * per_image;
+    let local = [mine.len(), shape[1], shape[2], shape[3]];
     let views = Views {
-        y1: normalise_u8::<B>(batch.view_u8(0), shape, device),
-        y2: normalise_u8::<B>(batch.view_u8(1), shape, device),
+        y1: normalise_u8::<B>(&batch.view_u8(0)[bytes.clone()], local, device),
+        y2: normalise_u8::<B>(&batch.view_u8(1)[bytes], local, device),
         pos: batch.position(),
         images: shape[0],
         waited: Duration::ZERO,
@@ -649,6 +880,18 @@ mod tests {
         }
     }
 
+    /// `got`'s logged losses are `want`'s: same steps, within 1e-5 relative.
+    fn assert_same_losses(got: &TrainSummary, want: &TrainSummary, what: &str) {
+        assert_eq!(got.losses.len(), want.losses.len(), "{what}");
+        for ((s, a), (t, b)) in got.losses.iter().zip(&want.losses) {
+            assert_eq!(s, t, "{what}");
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "{what}, step {s}: {a} vs {b}"
+            );
+        }
+    }
+
     #[test]
     fn a_short_cpu_run_logs_checkpoints_and_saves_its_outputs() {
         let tmp = tempfile::tempdir().unwrap();
@@ -721,6 +964,132 @@ mod tests {
     }
 
     #[test]
+    fn data_parallel_peers_log_the_single_device_losses() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tiny(tmp.path(), 12);
+        let cfg = TrainConfig {
+            max_steps: Some(6),
+            log_every: 1,
+            ..small()
+        };
+        let dev = Default::default();
+        let run = |name: &str, peers: usize| {
+            let run = RunOptions::new(tmp.path().join(name));
+            let devices = vec![dev; peers];
+            train_on::<Cpu>(ds.clone(), &cfg, &run, &devices, &Silent)
+                .unwrap()
+                .1
+        };
+        let one = run("one", 1);
+        assert_eq!(one.losses.len(), 6);
+        // 8 images over 3 peers: slices of 2, 3 and 3.
+        for peers in [2, 3] {
+            let got = run(&format!("peers{peers}"), peers);
+            assert_eq!(got.steps, 6);
+            assert_same_losses(&got, &one, &format!("{peers} peers"));
+        }
+        // The divisor changes the trajectory (same first loss, then not),
+        // the same way on one device and on two.
+        let divided = TrainConfig {
+            grad_divisor: 32.0,
+            ..cfg.clone()
+        };
+        let runs: Vec<TrainSummary> = [1, 2]
+            .into_iter()
+            .map(|peers| {
+                let run = RunOptions::new(tmp.path().join(format!("divided{peers}")));
+                let devices = vec![dev; peers];
+                train_on::<Cpu>(ds.clone(), &divided, &run, &devices, &Silent)
+                    .unwrap()
+                    .1
+            })
+            .collect();
+        assert_same_losses(&runs[1], &runs[0], "divided, 2 peers");
+        let d = &runs[0];
+        let gap = |k: usize| ((d.losses[k].1 - one.losses[k].1) / one.losses[k].1).abs();
+        assert!(
+            gap(0) <= 1e-5 && gap(5) > 1e-3,
+            "{:?} vs {:?}",
+            d.losses,
+            one.losses
+        );
+    }
+
+    #[test]
+    fn a_data_parallel_run_resumes_with_another_number_of_peers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tiny(tmp.path(), 12);
+        let cfg = TrainConfig {
+            max_steps: Some(6),
+            log_every: 1,
+            ..small()
+        };
+        let dev = Default::default();
+        let full = RunOptions::new(tmp.path().join("full"));
+        let (_, want) = train_on::<Cpu>(ds.clone(), &cfg, &full, &[dev], &Silent).unwrap();
+        let part = RunOptions {
+            checkpoint_every: Some(2),
+            ..RunOptions::new(tmp.path().join("part"))
+        };
+        let first = TrainConfig {
+            max_steps: Some(4),
+            ..cfg.clone()
+        };
+        train_on::<Cpu>(ds.clone(), &first, &part, &[dev, dev], &Silent).unwrap();
+        let resumed = RunOptions {
+            resume: true,
+            ..part
+        };
+        let (_, got) = train_on::<Cpu>(ds, &cfg, &resumed, &[dev, dev, dev], &Silent).unwrap();
+        assert_eq!((got.start_step, got.steps), (4, 6));
+        assert_same_losses(&got, &want, "2 peers resumed on 3");
+    }
+
+    #[test]
+    fn a_failing_peer_stops_the_run_with_its_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tiny(tmp.path(), 12);
+        let cfg = TrainConfig {
+            max_steps: Some(6),
+            ..small()
+        };
+        let dev = Default::default();
+        for (fault, says) in [
+            (PeerFault::Error, "failed on purpose before step 2"),
+            (PeerFault::Panic, "its thread panicked"),
+        ] {
+            let run = RunOptions {
+                fail_peer_at: Some((2, fault)),
+                ..RunOptions::new(tmp.path().join(format!("{fault:?}")))
+            };
+            let started = Instant::now();
+            match train_on::<Cpu>(ds.clone(), &cfg, &run, &[dev, dev], &Silent) {
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("peer 1 of 2 failed: ") && e.contains(says),
+                        "{e}"
+                    )
+                }
+                Ok((_, s)) => panic!("the run went on for {} steps", s.steps),
+            }
+            assert!(
+                started.elapsed() < run.peer_timeout,
+                "it waited for the timeout"
+            );
+        }
+        let small_batch = TrainConfig {
+            batch_size: 2,
+            ..cfg
+        };
+        let run = RunOptions::new(tmp.path().join("too-many"));
+        match train_on::<Cpu>(ds, &small_batch, &run, &[dev, dev, dev], &Silent) {
+            Err(TrainError::BatchTooSmall { batch: 2, peers: 3 }) => {}
+            other => panic!("expected BatchTooSmall, got {:?}", other.map(|r| r.1.steps)),
+        }
+    }
+
+    #[test]
     fn a_resumed_run_continues_exactly() {
         let tmp = tempfile::tempdir().unwrap();
         let ds = tiny(tmp.path(), 12);
@@ -756,11 +1125,7 @@ mod tests {
         // Steps 0, 1, 3, 5, 7 and the last, 8: the earlier ones read back
         // from the log the stopped run wrote.
         assert_eq!(got.losses.len(), 6);
-        assert_eq!(got.losses.len(), want.losses.len());
-        for ((s, a), (t, b)) in got.losses.iter().zip(&want.losses) {
-            assert_eq!(s, t);
-            assert!((a - b).abs() <= 1e-5 * b.abs(), "step {s}: {a} vs {b}");
-        }
+        assert_same_losses(&got, &want, "resumed");
         // The log holds each step once, as the uninterrupted run's does.
         let steps = |p: &Path| -> Vec<u64> {
             std::fs::read_to_string(p.join("log.jsonl"))

@@ -13,8 +13,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::TrainError;
-use crate::loss::barlow_twins_loss;
-use crate::model::BarlowTwins;
+use crate::loss::barlow_twins_loss_with;
+use crate::model::{BarlowTwins, Norm};
+use crate::peers::{Peer, PeerError, PeerReduce, combine_gradients};
 
 /// Runs one step on the views `y1` and `y2` (normalised, `[N, 3, H, W]`)
 /// and returns the updated model and the step's loss, still on the device
@@ -45,11 +46,88 @@ pub fn barlow_twins_gradients<B: AutodiffBackend>(
     y2: Tensor<B, 4>,
     lambda: f32,
 ) -> (GradientsParams, Tensor<B::InnerBackend, 1>) {
-    let z1 = model.projector.forward(model.backbone.forward(y1));
-    let z2 = model.projector.forward(model.backbone.forward(y2));
-    let loss = barlow_twins_loss(z1, z2, lambda);
+    barlow_twins_gradients_with(model, y1, y2, lambda, Norm::Local)
+}
+
+/// [`barlow_twins_gradients`] with every training-mode BatchNorm's
+/// statistics, and the loss's, from `norm`.
+pub fn barlow_twins_gradients_with<B: AutodiffBackend>(
+    model: &BarlowTwins<B>,
+    y1: Tensor<B, 4>,
+    y2: Tensor<B, 4>,
+    lambda: f32,
+    norm: Norm<'_, B>,
+) -> (GradientsParams, Tensor<B::InnerBackend, 1>) {
+    let z1 = model
+        .projector
+        .forward_with(model.backbone.forward_with(y1, norm), norm);
+    let z2 = model
+        .projector
+        .forward_with(model.backbone.forward_with(y2, norm), norm);
+    let loss = barlow_twins_loss_with(z1, z2, lambda, norm);
     let value = loss.clone().inner().reshape([1]);
     (GradientsParams::from_grads(loss.backward(), model), value)
+}
+
+/// How a step is shared between data-parallel peers.
+#[derive(Debug, Clone, Copy)]
+pub struct Parallel<'a> {
+    /// This replica's handle on its group; `None` for a single device.
+    pub peer: Option<&'a Peer>,
+    /// The global batch size: the sum of every peer's slice.
+    pub batch: usize,
+    /// The gradient is divided by this before LARS (`--grad-divisor`).
+    pub grad_divisor: f64,
+    /// This peer asks the run to stop after this step.
+    pub stop: bool,
+}
+
+/// One step of one data-parallel peer on its slices `y1` and `y2` of the
+/// global batch: the BatchNorms and the loss use the global batch's
+/// statistics, the gradients are summed over the peers, so every replica
+/// takes the single-device step on the global batch and returns the
+/// global loss, and whether any peer asked to stop after it (every peer
+/// gets the same answer). With no peer and a divisor of 1 it is
+/// [`barlow_twins_step`].
+pub fn data_parallel_step<B, O>(
+    model: BarlowTwins<B>,
+    optim: &mut O,
+    y1: Tensor<B, 4>,
+    y2: Tensor<B, 4>,
+    lambda: f32,
+    lr_weights: f64,
+    parallel: Parallel<'_>,
+) -> Result<Stepped<B>, PeerError>
+where
+    B: AutodiffBackend + PeerReduce,
+    O: Optimizer<BarlowTwins<B>, B>,
+{
+    let norm = match parallel.peer {
+        Some(peer) if peer.world() > 1 => Norm::Global {
+            reducer: peer,
+            batch: parallel.batch,
+        },
+        _ => Norm::Local,
+    };
+    let (grads, value) = barlow_twins_gradients_with(&model, y1, y2, lambda, norm);
+    let vote = f64::from(u8::from(parallel.stop));
+    let (grads, votes) =
+        combine_gradients(&model, grads, parallel.peer, parallel.grad_divisor, vote)?;
+    Ok(Stepped {
+        model: optim.step(lr_weights, model, grads),
+        loss: value,
+        stop: votes > 0.0,
+    })
+}
+
+/// What [`data_parallel_step`] returns.
+pub struct Stepped<B: AutodiffBackend> {
+    /// The updated replica.
+    pub model: BarlowTwins<B>,
+    /// The global batch's loss, on the device (`[1]`, detached).
+    pub loss: Tensor<B::InnerBackend, 1>,
+    /// Some peer asked the run to stop after this step.
+    pub stop: bool,
 }
 
 /// Step losses left on the device until [`PendingLosses::read`] fetches

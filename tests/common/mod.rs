@@ -151,3 +151,64 @@ pub fn ok(out: std::process::Output) -> String {
     );
     stdout
 }
+
+/// A dataset of 48 generated images in 2 classes, shardified into
+/// `dir/shards`.
+pub fn dataset(dir: &Path) -> PathBuf {
+    use barlow::prep::shardify::{self, Input, Layout, Options};
+    let src = dir.join("src");
+    image_folder(&src, 2, 24);
+    let out = dir.join("shards");
+    let input = Input::Folder {
+        path: src,
+        layout: Layout::ImageFolder,
+    };
+    shardify::shardify(&input, &out, &Options::default(), &barlow::progress::Silent).unwrap();
+    out
+}
+
+/// `barlow train` flags of a small CPU run (6 steps an epoch on
+/// [`dataset`], 20 epochs, a log line every step).
+pub const SMALL: &[&str] = &[
+    "--arch",
+    "resnet18",
+    "--width",
+    "8",
+    "--small-stem",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--projector",
+    "32-32",
+    "--epochs",
+    "20",
+    "--log-every",
+    "1",
+    "--threads",
+    "2",
+];
+
+/// (step, loss) of every line of a run's log.
+pub fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// `got` has `want`'s steps and losses within 1e-5 relative.
+pub fn assert_same_losses(got: &[(u64, f64)], want: &[(u64, f64)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for ((s, a), (t, b)) in want.iter().zip(got) {
+        assert_eq!(s, t, "{what}");
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "{what}, step {s}: {a} vs {b}"
+        );
+    }
+}

@@ -80,7 +80,7 @@ fn probe<B: AutodiffBackend>(
 
 /// Linear probe of the initial network, training, linear probe of the
 /// trained one; both probes go into the run's `linear.jsonl`.
-fn train_and_probe<B: AutodiffBackend>(
+fn train_and_probe<B: AutodiffBackend + barlow::peers::PeerReduce>(
     train_ds: Arc<Dataset>,
     val_ds: Arc<Dataset>,
     cfg: &TrainConfig,

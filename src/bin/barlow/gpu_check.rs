@@ -34,7 +34,7 @@ struct Outcome {
     seconds: f64,
 }
 
-fn run_checks<B: AutodiffBackend>(
+fn run_checks<B: AutodiffBackend + barlow::peers::PeerReduce>(
     out: &std::path::Path,
     device: &B::Device,
 ) -> Result<Vec<Outcome>, CheckError> {

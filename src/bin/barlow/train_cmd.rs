@@ -8,6 +8,7 @@ use barlow::backend::{BackendChoice, BackendKind, Precision};
 use barlow::data::shard::Dataset;
 use barlow::eval::knn::KnnConfig;
 use barlow::model::{Arch, parse_projector};
+use barlow::peers::Processes;
 use barlow::progress::Bar;
 use barlow::train::{self, Monitor, RunOptions, TrainConfig, checkpoint};
 
@@ -59,7 +60,7 @@ pub struct TrainArgs {
     /// TOML file with any of the config keys (arch, width, small_stem,
     /// image_size, crop_scale = [min, max], batch_size, epochs, max_steps, lambda, lr_weights,
     /// lr_biases, weight_decay, projector = [8192, 8192, 8192], seed,
-    /// threads, log_every).
+    /// threads, log_every, grad_divisor).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue from the latest checkpoint in --out.
@@ -118,6 +119,26 @@ pub struct TrainArgs {
     /// Log a line every N steps [default: 10].
     #[arg(long)]
     log_every: Option<u64>,
+    /// Divide the loss gradient by D before LARS [default: 1, the exact
+    /// gradient]. 32 reproduces the paper's run, whose 32 GPUs averaged
+    /// their gradients (its rates and weight decay were tuned at that
+    /// scale); see docs/method.md.
+    #[arg(long)]
+    grad_divisor: Option<f64>,
+    /// Data-parallel peers, one thread each, each on an equal slice of
+    /// every batch (--batch-size stays the global batch). Their step is
+    /// the single-device step: BatchNorm statistics, the cross-correlation
+    /// and the gradients are global. On the CPU all peers share the cores.
+    #[arg(long, default_value_t = 1)]
+    peers: usize,
+    /// The peers' devices on a GPU backend, comma-separated [default:
+    /// 0,1,..,peers-1].
+    #[arg(long, value_delimiter = ',')]
+    device_ids: Option<Vec<usize>>,
+    /// Seconds a peer waits for the others at an all-reduce before the run
+    /// fails (peer 0's kNN passes and checkpoints are waited out).
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    peer_timeout_s: u64,
     /// Also checkpoint every N steps (every epoch always checkpoints).
     #[arg(long)]
     checkpoint_every: Option<u64>,
@@ -171,8 +192,15 @@ impl TrainArgs {
             weight_decay,
             seed,
             threads,
-            log_every
+            log_every,
+            grad_divisor
         );
+        if !(c.grad_divisor.is_finite() && c.grad_divisor > 0.0) {
+            return Err(format!(
+                "--grad-divisor {} is not a positive number",
+                c.grad_divisor
+            ));
+        }
         if let Some(m) = self.crop_scale_min {
             if !(m > 0.0 && m <= 1.0) {
                 return Err(format!("--crop-scale-min {m} is not in (0, 1]"));
@@ -214,7 +242,58 @@ fn labelled(ds: Arc<Dataset>, path: &Path) -> Result<Arc<Dataset>, String> {
 /// Trains; `Ok(true)` when a signal stopped the run (after its final
 /// checkpoint).
 pub fn run_train(a: TrainArgs) -> Result<bool, String> {
+    #[cfg(feature = "mpi")]
+    if let Some(mpi) = barlow::peers::mpi::Mpi::from_env()? {
+        return in_mpi_job(a, Arc::new(mpi));
+    }
+    train_here(a, None)
+}
+
+/// [`train_here`] as one process of an MPI job. A process that fails or
+/// panics ends the whole job (MPI_Abort, exit status 1), so that no other
+/// process waits for it.
+#[cfg(feature = "mpi")]
+fn in_mpi_job(a: TrainArgs, mpi: Arc<barlow::peers::mpi::Mpi>) -> Result<bool, String> {
+    let (rank, size) = (mpi.rank(), mpi.size());
+    let job = Job {
+        processes: Arc::clone(&mpi) as Arc<dyn Processes>,
+        local_rank: mpi.local_rank(),
+    };
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train_here(a, Some(job))));
+    if size > 1 {
+        match &result {
+            Ok(Ok(_)) => mpi.barrier(),
+            Ok(Err(e)) => {
+                eprintln!("barlow: process {rank} of {size}: {e}");
+                mpi.abort(1)
+            }
+            Err(_) => {
+                eprintln!("barlow: process {rank} of {size} panicked (see above)");
+                mpi.abort(1)
+            }
+        }
+    }
+    match result {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// This process's place in a multi-process job.
+struct Job {
+    processes: Arc<dyn Processes>,
+    /// Its rank among the job's processes on this machine.
+    local_rank: usize,
+}
+
+/// Trains in this process; `Ok(true)` when a signal stopped the run
+/// (after its final checkpoint).
+fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
     let cfg = a.config()?;
+    let processes = job.as_ref().map(|j| Arc::clone(&j.processes));
+    // Each process of a machine takes the next `--peers` devices.
+    let device_offset = job.as_ref().map_or(0, |j| j.local_rank * a.peers.max(1));
     if let Some(n) = a.compute_threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
@@ -255,23 +334,56 @@ pub fn run_train(a: TrainArgs) -> Result<bool, String> {
         monitor,
         stop: Some(stop),
         init_from: a.init_from.clone(),
+        peer_timeout: std::time::Duration::from_secs(a.peer_timeout_s),
+        processes,
         ..RunOptions::new(&a.out)
     };
-    println!(
-        "training {:?} width {} on {} ({} images) with {}, {} loader threads; run folder {}",
+    // Process 0 of an MPI job reports; the others stay quiet unless they fail.
+    let (process, processes) = run
+        .processes
+        .as_ref()
+        .map_or((0, 1), |p| (p.rank(), p.size()));
+    let quiet = process > 0;
+    let say = |line: String| {
+        if !quiet {
+            println!("{line}");
+        }
+    };
+    say(format!(
+        "training {:?} width {} on {} ({} images) with {}{}, {} loader threads; run folder {}",
         cfg.arch,
         cfg.width,
         a.data.display(),
         ds.len(),
         choice.describe(),
+        match (a.peers * processes, processes) {
+            (0 | 1, _) => String::new(),
+            (n, 1) => format!(" x {n} data-parallel peers"),
+            (n, p) => format!(" x {n} data-parallel peers in {p} processes"),
+        },
         cfg.threads,
         a.out.display()
-    );
-    let s = barlow::with_backend!(choice, |B, device| {
-        train::train::<B>(ds, &cfg, &run, &device, &Bar::new()).map(|(_, s)| s)
+    ));
+    let progress: Box<dyn barlow::progress::Progress> = if quiet {
+        Box::new(barlow::progress::Silent)
+    } else {
+        Box::new(Bar::new())
+    };
+    let result = barlow::with_backend!(choice, |B, device| {
+        let ids = a.device_ids.as_deref();
+        match barlow::backend::peer_devices(choice.kind, &device, a.peers, ids, device_offset) {
+            Ok(devices) => train::train_on::<B>(ds, &cfg, &run, &devices, progress.as_ref())
+                .map(|(_, s)| s)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     })
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let s = result?;
+    if quiet {
+        return Ok(s.stopped);
+    }
     let first = s.losses.first().map_or(f32::NAN, |l| l.1);
     let last = s.losses.last().map_or(f32::NAN, |l| l.1);
     println!(

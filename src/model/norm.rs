@@ -1,0 +1,87 @@
+//! Where a training-mode BatchNorm takes its statistics: from this
+//! device's batch ([`Norm::Local`], burn's own BatchNorm, the single-device
+//! path) or from the global batch of all data-parallel peers
+//! ([`Norm::Global`], SyncBatchNorm).
+
+use burn::nn::BatchNorm;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::peers::{Reducer, reduce};
+
+/// The statistics every training-mode BatchNorm of a forward pass uses.
+pub enum Norm<'a, B: Backend> {
+    /// This batch's.
+    Local,
+    /// The global batch's: sums over the peers through `reducer`; `batch`
+    /// is the global batch size (the sum of the peers' slices).
+    Global {
+        reducer: &'a dyn Reducer<B>,
+        batch: usize,
+    },
+}
+
+impl<B: Backend> Clone for Norm<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for Norm<'_, B> {}
+
+/// Per-channel mean and biased variance of `x` (`[N, C, ...]`, channels on
+/// dim 1) over the global batch, each `[C]`, and the number of values per
+/// channel. Two passes (mean, then squared deviations), as burn's
+/// BatchNorm computes them.
+pub fn global_moments<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    reducer: &dyn Reducer<B>,
+    batch: usize,
+) -> (Tensor<B, 1>, Tensor<B, 1>, usize) {
+    let dims = x.dims();
+    let channels = dims[1];
+    let count = batch * dims[2..].iter().product::<usize>();
+    let per_channel = |t: Tensor<B, D>| -> Tensor<B, 1> {
+        let m = t.dims()[0] * t.dims()[2..].iter().product::<usize>();
+        reduce(reducer, t.swap_dims(0, 1).reshape([channels, m]).sum_dim(1)).reshape([channels])
+    };
+    let mut shape = [1; D];
+    shape[1] = channels;
+    let mean = per_channel(x.clone()) / count as f64;
+    let var = per_channel((x - mean.clone().reshape(shape)).square()) / count as f64;
+    (mean, var, count)
+}
+
+/// `bn` applied to `x` with the statistics `norm` names. With
+/// [`Norm::Local`], or outside training (no autodiff), it is `bn.forward`.
+/// With [`Norm::Global`] it normalises with the global batch's mean and
+/// biased variance and updates the running statistics as PyTorch's
+/// SyncBatchNorm does, with the unbiased global variance.
+pub fn batch_norm<B: Backend, const D: usize>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, D>,
+    norm: Norm<'_, B>,
+) -> Tensor<B, D> {
+    let Norm::Global { reducer, batch } = norm else {
+        return bn.forward(x);
+    };
+    if !B::ad_enabled(&x.device()) {
+        return bn.forward(x);
+    }
+    let channels = x.dims()[1];
+    let device = x.device();
+    let (mean, var, count) = global_moments(x.clone(), reducer, batch);
+    let unbiased = count as f64 / (count.max(2) - 1) as f64;
+    let m = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    bn.running_mean
+        .update((running_mean * (1.0 - m) + mean.clone().detach() * m).detach());
+    bn.running_var
+        .update((running_var * (1.0 - m) + var.clone().detach() * (m * unbiased)).detach());
+
+    let mut shape = [1; D];
+    shape[1] = channels;
+    let std = var.reshape(shape).add_scalar(bn.epsilon).sqrt();
+    (x - mean.reshape(shape)) / std * bn.gamma.val().reshape(shape) + bn.beta.val().reshape(shape)
+}

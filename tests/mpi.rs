@@ -1,0 +1,186 @@
+//! `mpirun -np P barlow train` on the CPU: P processes (each with its own
+//! peers) take the single process's steps, and a process that dies or
+//! fails ends the job. Built with the `mpi` feature; needs `mpirun` (Open
+//! MPI) on the PATH: `.ci/run` installs it.
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `mpirun -np <np> barlow train` (as root too, with more processes than
+/// cores: CI's machine).
+fn mpirun(np: usize, data: &Path, out: &Path) -> Command {
+    let mut c = Command::new("mpirun");
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["--oversubscribe", "-np", &np.to_string()])
+        .arg(env!("CARGO_BIN_EXE_barlow"))
+        .arg("train")
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(SMALL);
+    c
+}
+
+#[test]
+fn two_processes_log_the_losses_of_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let one = tmp.path().join("one");
+    ok(barlow()
+        .arg("train")
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&one)
+        .args(SMALL)
+        .args(["--max-steps", "6"])
+        .output()
+        .unwrap());
+    let want = losses(&one);
+    assert_eq!(want.len(), 6);
+    // 2 processes; 2 processes of 2 peers each (4 slices of 2 images).
+    for (name, peers) in [("two", "1"), ("four", "2")] {
+        let out = tmp.path().join(name);
+        let stdout = ok(mpirun(2, &data, &out)
+            .args(["--max-steps", "6", "--peers", peers])
+            .output()
+            .unwrap());
+        assert_eq!(
+            stdout.matches("\"steps\":6").count(),
+            1,
+            "only process 0 reports: {stdout}"
+        );
+        let got = losses(&out);
+        assert_eq!(got.len(), want.len(), "{name}");
+        for ((s, a), (t, b)) in want.iter().zip(&got) {
+            assert_eq!(s, t);
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs(),
+                "{name}, step {s}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_process_that_dies_or_fails_ends_the_job_non_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    // A batch of 8 does not split over 3 processes: every one fails, and
+    // the job ends with status 1 and the reason.
+    let out = mpirun(3, &data, &tmp.path().join("three"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("a batch of 8 does not split evenly over 3 processes"),
+        "{err}"
+    );
+
+    // A process killed mid-run: mpirun ends the job, non-zero.
+    let run = tmp.path().join("killed");
+    let mut job = mpirun(2, &data, &run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(run.join("log.jsonl")).map_or(0, |l| l.lines().count()) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pids = Command::new("pgrep")
+        .arg("-f")
+        .arg(format!(
+            "^{} train --data .* --out {}",
+            env!("CARGO_BIN_EXE_barlow"),
+            run.display()
+        ))
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&pids.stdout);
+    let victim = pids.lines().last().expect("no barlow process found");
+    assert!(
+        Command::new("kill")
+            .args(["-9", victim])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the job went on without the killed process"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "{status:?}");
+}
+
+#[test]
+fn sigterm_to_mpirun_stops_every_process_after_the_same_step_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = tmp.path().join("stopped");
+    let mut job = mpirun(2, &data, &run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(run.join("log.jsonl")).map_or(0, |l| l.lines().count()) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = job.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    job.wait().unwrap();
+    // Process 0 wrote a checkpoint of the last step it logged.
+    let logged = losses(&run);
+    let last = logged.last().unwrap().0 + 1;
+    assert!(last < 120, "the run was not stopped");
+    let checkpoint = run.join(format!("checkpoints/step-{last:010}"));
+    assert!(checkpoint.exists(), "no checkpoint at step {last}");
+    // Resumed, it goes on as one process that never stopped.
+    let end = (last + 3).to_string();
+    ok(mpirun(2, &data, &run)
+        .args(["--resume", "--max-steps", &end])
+        .output()
+        .unwrap());
+    let one = tmp.path().join("one");
+    ok(barlow()
+        .arg("train")
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&one)
+        .args(SMALL)
+        .args(["--max-steps", &end])
+        .output()
+        .unwrap());
+    assert_same_losses(&losses(&run), &losses(&one), "stopped and resumed");
+}
