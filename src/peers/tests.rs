@@ -476,3 +476,36 @@ fn sync_batch_norm_updates_running_statistics_like_pytorch() {
         }
     }
 }
+
+#[test]
+fn the_grad_divisor_step_is_the_lars_formula_on_the_divided_gradient() {
+    use burn::nn::{Linear, LinearConfig};
+    let d = Default::default();
+    // Weight [in, out]; the loss sum(x W) has dL/dW_ij = x_i.
+    let w = [0.5f64, -1.0, 2.0, 0.25];
+    let x = [1.0f64, 2.0];
+    let mut lin = LinearConfig::new(2, 2).with_bias(false).init::<AB>(&d);
+    let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    lin.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w32, [2, 2]), &d));
+    let input = Tensor::<AB, 2>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 2]), &d);
+    let grads = GradientsParams::from_grads(lin.forward(input).sum().backward(), &lin);
+    let (divisor, lr, wd, eta) = (4.0, 5.0, 1.0, 0.001);
+    let (grads, _) = combine_gradients(&lin, grads, None, divisor, 0.0).unwrap();
+    let mut optim = LarsConfig::new()
+        .with_weight_decay(wd)
+        .init::<AB, Linear<AB>>();
+    let got = parameters(&optim.step(lr, lin, grads)).remove(0);
+    // LARS by hand on g / D: dp = g / D + wd w, q = eta |w| / |dp|, and the
+    // first step moves w by lr q dp.
+    let dp: Vec<f64> = (0..4).map(|k| x[k / 2] / divisor + wd * w[k]).collect();
+    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let q = eta * norm(&w) / norm(&dp);
+    for k in 0..4 {
+        let want = w[k] - lr * q * dp[k];
+        assert!(
+            (got[k] as f64 - want).abs() <= 1e-6 * want.abs(),
+            "w[{k}]: {} vs {want}",
+            got[k]
+        );
+    }
+}
