@@ -51,6 +51,16 @@ pub fn barlow_twins_loss<B: Backend>(
     // c_ii directly from the standardised views (no D x D identity mask).
     let diag = (s1.clone() * s2.clone()).sum_dim(0) / n; // [1, D]
     let c = s1.transpose().matmul(s2) / n;
+    objective(c, diag, lambda)
+}
+
+/// `sum_i (1 - c_ii)^2 + lambda * sum_{i != j} c_ij^2` from every entry of
+/// c (any layout) and its diagonal.
+fn objective<B: Backend, const C: usize, const D: usize>(
+    c: Tensor<B, C>,
+    diag: Tensor<B, D>,
+    lambda: f32,
+) -> Tensor<B, 1> {
     let on_diag = (diag.clone() - 1.0).powi_scalar(2).sum();
     let off_diag = c.powi_scalar(2).sum() - diag.powi_scalar(2).sum();
     on_diag + off_diag * lambda as f64
@@ -91,9 +101,7 @@ pub fn barlow_twins_loss_with<B: Backend>(
     let global = reduce(reducer, local) / n;
     let c = global.clone().slice(0..d * d);
     let diag = global.slice(d * d..d * d + d);
-    let on_diag = (diag.clone() - 1.0).powi_scalar(2).sum();
-    let off_diag = c.powi_scalar(2).sum() - diag.powi_scalar(2).sum();
-    on_diag + off_diag * lambda as f64
+    objective(c, diag, lambda)
 }
 
 #[cfg(test)]

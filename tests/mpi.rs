@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -27,6 +27,36 @@ fn mpirun(np: usize, data: &Path, out: &Path) -> Command {
         .arg(out)
         .args(SMALL);
     c
+}
+
+/// `job` (an `mpirun` of a run into `run`) in the background, once process
+/// 0 has logged `lines` steps; and when it started.
+fn running(mut job: Command, run: &Path, lines: usize) -> (Child, Instant) {
+    let job = job
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(run.join("log.jsonl")).map_or(0, |l| l.lines().count()) < lines {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (job, started)
+}
+
+/// `kill <sig> <pid>`, which must succeed.
+fn signal(sig: &str, pid: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 #[test]
@@ -88,19 +118,7 @@ fn a_process_that_dies_or_fails_ends_the_job_non_zero() {
 
     // A process killed mid-run: mpirun ends the job, non-zero.
     let run = tmp.path().join("killed");
-    let mut job = mpirun(2, &data, &run)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::fs::read_to_string(run.join("log.jsonl")).map_or(0, |l| l.lines().count()) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut job, started) = running(mpirun(2, &data, &run), &run, 2);
     let pids = Command::new("pgrep")
         .arg("-f")
         .arg(format!(
@@ -112,13 +130,7 @@ fn a_process_that_dies_or_fails_ends_the_job_non_zero() {
         .unwrap();
     let pids = String::from_utf8_lossy(&pids.stdout);
     let victim = pids.lines().last().expect("no barlow process found");
-    assert!(
-        Command::new("kill")
-            .args(["-9", victim])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal("-9", victim);
     let status = loop {
         if let Some(s) = job.try_wait().unwrap() {
             break s;
@@ -137,27 +149,13 @@ fn sigterm_to_mpirun_stops_every_process_after_the_same_step_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());
     let run = tmp.path().join("stopped");
-    let mut job = mpirun(2, &data, &run)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::fs::read_to_string(run.join("log.jsonl")).map_or(0, |l| l.lines().count()) < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let pid = job.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    // Open MPI answers SIGTERM with SIGCONT, then SIGTERM this many seconds
+    // later, then SIGKILL as many seconds after that (default 1: too
+    // little for a step and a checkpoint on a loaded machine).
+    let mut job = mpirun(2, &data, &run);
+    job.env("OMPI_MCA_odls_base_sigkill_timeout", "10");
+    let (mut job, _) = running(job, &run, 3);
+    signal("-TERM", &job.id().to_string());
     job.wait().unwrap();
     // Process 0 wrote a checkpoint of the last step it logged.
     let logged = losses(&run);
