@@ -9,14 +9,15 @@
 //! Each view is standardised on its own (standardising the concatenated
 //! views is a known bug of a public port). The inputs are cast to f32 first,
 //! so the standardisation, the D x D matrix and the loss are f32 even when
-//! the network runs in bf16 or f16 (the cast is a no-op on f32 backends and
-//! differentiable, so gradients flow back in the network's precision).
+//! the projector computes in bf16 (`--precision bf16`; the cast is
+//! differentiable, so the gradient flows back in bf16).
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor};
 
 use crate::model::Norm;
 use crate::model::norm::global_moments;
+use crate::model::precision::to_f32;
 use crate::peers::reduce;
 
 /// The reference's batch-norm epsilon.
@@ -45,7 +46,7 @@ pub fn barlow_twins_loss<B: Backend>(
     z2: Tensor<B, 2>,
     lambda: f32,
 ) -> Tensor<B, 1> {
-    let (z1, z2) = (z1.cast(FloatDType::F32), z2.cast(FloatDType::F32));
+    let (z1, z2) = (to_f32(z1), to_f32(z2));
     let n = z1.dims()[0] as f64;
     let (s1, s2) = (standardise(z1), standardise(z2));
     // c_ii directly from the standardised views (no D x D identity mask).
@@ -81,7 +82,7 @@ pub fn barlow_twins_loss_with<B: Backend>(
     let Norm::Global { reducer, batch } = norm else {
         return barlow_twins_loss(z1, z2, lambda);
     };
-    let (z1, z2) = (z1.cast(FloatDType::F32), z2.cast(FloatDType::F32));
+    let (z1, z2) = (to_f32(z1), to_f32(z2));
     let n = batch as f64;
     let standardise = |z: Tensor<B, 2>| {
         let (mean, var, _) = global_moments(z.clone(), reducer, batch);

@@ -189,3 +189,33 @@ fn vulkan_adapters_are_ordered_hardware_first() {
     assert!(all[3].is_software() && !all[0].is_software());
     assert!(order(&listed[..1], false).is_empty());
 }
+
+#[test]
+fn mixed_precision_runs_where_the_device_has_bf16_and_is_refused_where_not() {
+    use barlow::model::Precision;
+    use barlow::progress::Silent;
+    use barlow::train::{self, RunOptions, TrainConfig, TrainError};
+    let m = with_backend!(device(), |B, d| check::mixed_precision::<B>(&d, 3)).unwrap();
+    eprintln!("bf16 mixed precision: {m:?}");
+    assert!(m.problems().is_empty(), "{:?}", m.problems());
+    if m.bf16 {
+        return;
+    }
+    // Without bf16 (lavapipe), a bf16 run is refused before its first step.
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = check::sample_dataset(&tmp.path().join("data"), 16).unwrap();
+    let cfg = TrainConfig {
+        precision: Precision::Bf16,
+        max_steps: Some(1),
+        ..check::network()
+    };
+    let run = RunOptions::new(tmp.path().join("run"));
+    let r = with_backend!(device(), |B, d| {
+        train::train_on::<B>(ds, &cfg, &run, &[d], &Silent).map(drop)
+    })
+    .unwrap();
+    assert!(
+        matches!(r, Err(TrainError::PrecisionUnsupported(Precision::Bf16, _))),
+        "{r:?}"
+    );
+}

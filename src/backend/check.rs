@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::backend::Cpu;
 use crate::data::shard::Dataset;
-use crate::model::{BarlowTwins, normalise_u8, upload_u8};
+use crate::model::{BarlowTwins, Norm, Precision, normalise_u8, upload_u8};
 use crate::prep::datasets::sample::{SampleError, SampleOptions, make_sample};
 use crate::prep::shardify::{Input, Layout, Options, ShardifyError, shardify};
 use crate::progress::Silent;
@@ -53,6 +53,11 @@ pub const GRAD_NORM_REL: f64 = 1e-3;
 /// Largest difference of a weight after the steps, relative to the largest
 /// magnitude in its tensor.
 pub const WEIGHT_REL: f64 = 1e-4;
+/// Largest relative difference of a step's loss under bf16 mixed precision
+/// (both backends round the inputs of every convolution and matmul to
+/// bf16, about 3 significant digits, and accumulate in f32 in their own
+/// orders).
+pub const BF16_LOSS_REL: f64 = 2e-2;
 /// Largest difference of an eval-mode feature after a checkpoint moves
 /// between backends, relative to the largest feature magnitude.
 pub const FEATURE_REL: f64 = 1e-4;
@@ -89,13 +94,20 @@ pub struct StepTrace {
     /// Every parameter's values after the steps, in the module's order.
     #[serde(skip)]
     pub weights: Vec<Vec<f32>>,
+    /// Every parameter was f32 after the steps.
+    pub weights_f32: bool,
 }
 
 /// `steps` training steps of [`network`] from its seeded weights, each on
 /// its own batch of noise views, with the reference's LARS at its base
 /// rates (`lr_weights` 0.2, no schedule: large steps, which make
-/// differences between backends show).
-pub fn trace_steps<B: AutodiffBackend>(device: &B::Device, steps: usize) -> StepTrace {
+/// differences between backends show), convolutions and matmuls in
+/// `precision`.
+pub fn trace_steps<B: AutodiffBackend>(
+    device: &B::Device,
+    steps: usize,
+    precision: Precision,
+) -> StepTrace {
     let cfg = network();
     let mut model = BarlowTwins::<B>::seeded(&cfg.backbone(), &cfg.projector, cfg.seed, device);
     let mut optim = cfg.optimizer::<B>();
@@ -103,13 +115,15 @@ pub fn trace_steps<B: AutodiffBackend>(device: &B::Device, steps: usize) -> Step
         losses: Vec::new(),
         grad_norms: Vec::new(),
         weights: Vec::new(),
+        weights_f32: false,
     };
     for step in 0..steps {
         let ([a, b], shape) = views(&cfg, step as u64);
         let y1 = normalise_u8::<B>(&a, shape, device);
         let y2 = normalise_u8::<B>(&b, shape, device);
         // The trainer's step, split to see the gradients before LARS.
-        let (grads, loss) = train::barlow_twins_gradients(&model, y1, y2, cfg.lambda);
+        let (grads, loss) =
+            train::barlow_twins_gradients_with(&model, y1, y2, cfg.lambda, Norm::Local, precision);
         trace.losses.push(host(loss)[0]);
         let mut norms = GradNorms {
             grads: &grads,
@@ -119,9 +133,10 @@ pub fn trace_steps<B: AutodiffBackend>(device: &B::Device, steps: usize) -> Step
         trace.grad_norms.push(norms.norms);
         model = optim.step(cfg.lr_weights, model, grads);
     }
-    let mut weights = Weights(Vec::new());
+    let mut weights = Weights(Vec::new(), true);
     model.visit(&mut weights);
     trace.weights = weights.0;
+    trace.weights_f32 = weights.1;
     trace
 }
 
@@ -143,10 +158,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorms<'_> {
     }
 }
 
-struct Weights(Vec<Vec<f32>>);
+/// Every parameter's values, and whether all were f32.
+struct Weights(Vec<Vec<f32>>, bool);
 
 impl<B: Backend> ModuleVisitor<B> for Weights {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.1 &= param.val().dtype() == DType::F32;
         self.0.push(host(param.val()));
     }
 }
@@ -254,11 +271,73 @@ impl Agreement {
     }
 }
 
-/// [`trace_steps`] on Flex and on `device`, compared.
+/// [`trace_steps`] in f32 on Flex and on `device`, compared.
 pub fn agreement<B: AutodiffBackend>(device: &B::Device, steps: usize) -> Agreement {
-    let cpu = trace_steps::<Cpu>(&Default::default(), steps);
-    let dev = trace_steps::<B>(device, steps);
+    let cpu = trace_steps::<Cpu>(&Default::default(), steps, Precision::F32);
+    let dev = trace_steps::<B>(device, steps, Precision::F32);
     Agreement::new(&cpu, &dev)
+}
+
+/// bf16 mixed precision on a device against the CPU's (Flex computes bf16
+/// convolutions and matmuls through f32, rounding their inputs and outputs
+/// to bf16).
+#[derive(Debug, Clone, Serialize)]
+pub struct MixedPrecision {
+    /// Whether the device has bf16; the steps run only where it does.
+    pub bf16: bool,
+    pub cpu_losses: Vec<f32>,
+    pub device_losses: Vec<f32>,
+    /// Largest relative difference of a step's loss.
+    pub loss_rel: f64,
+    /// The device's weights were all f32 after the steps (master weights).
+    pub weights_f32: bool,
+}
+
+impl MixedPrecision {
+    pub fn new(cpu: &StepTrace, device: &StepTrace) -> MixedPrecision {
+        let agreement = Agreement::new(cpu, device);
+        MixedPrecision {
+            bf16: true,
+            cpu_losses: agreement.cpu_losses,
+            device_losses: agreement.device_losses,
+            loss_rel: agreement.loss_rel,
+            weights_f32: cpu.weights_f32 && device.weights_f32,
+        }
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !self.bf16 {
+            return p;
+        }
+        if self.loss_rel.is_nan() || self.loss_rel > BF16_LOSS_REL {
+            p.push(format!(
+                "bf16 loss differs from the CPU's by {:.2e} (relative), above {BF16_LOSS_REL:.0e}",
+                self.loss_rel
+            ));
+        }
+        if !self.weights_f32 {
+            p.push("a weight is not f32 after bf16 steps".into());
+        }
+        p
+    }
+}
+
+/// [`trace_steps`] in bf16 on Flex and on `device`, compared, where the
+/// device has bf16 (lavapipe has not).
+pub fn mixed_precision<B: AutodiffBackend>(device: &B::Device, steps: usize) -> MixedPrecision {
+    if !B::supports_dtype(device, DType::BF16) {
+        return MixedPrecision {
+            bf16: false,
+            cpu_losses: Vec::new(),
+            device_losses: Vec::new(),
+            loss_rel: 0.0,
+            weights_f32: true,
+        };
+    }
+    let cpu = trace_steps::<Cpu>(&Default::default(), steps, Precision::Bf16);
+    let dev = trace_steps::<B>(device, steps, Precision::Bf16);
+    MixedPrecision::new(&cpu, &dev)
 }
 
 /// The feed's first stage on a device: the bytes that arrive, and the
@@ -530,8 +609,8 @@ mod tests {
     #[test]
     fn flex_agrees_with_itself_and_a_perturbed_trace_is_caught() {
         let d = Default::default();
-        let a = trace_steps::<Cpu>(&d, 2);
-        let b = trace_steps::<Cpu>(&d, 2);
+        let a = trace_steps::<Cpu>(&d, 2, Precision::F32);
+        let b = trace_steps::<Cpu>(&d, 2, Precision::F32);
         let same = Agreement::new(&a, &b);
         assert_eq!(
             (same.loss_rel, same.grad_norm_rel, same.weight_rel),
@@ -550,8 +629,32 @@ mod tests {
         let mut nan = b.clone();
         nan.losses[0] = f32::NAN;
         assert!(Agreement::new(&a, &nan).loss_rel.is_infinite());
-        let shorter = trace_steps::<Cpu>(&d, 1);
+        let shorter = trace_steps::<Cpu>(&d, 1, Precision::F32);
         assert_eq!(Agreement::new(&a, &shorter).problems().len(), 3);
+    }
+
+    /// The bf16 check passes on Flex against itself, fails on a loss off
+    /// by more than its bound, and an f32 trace against a bf16 one differs
+    /// by more than f32's bound but within bf16's.
+    #[test]
+    fn the_mixed_precision_check_passes_on_flex_and_catches_a_drift() {
+        let m = mixed_precision::<Cpu>(&Default::default(), 2);
+        assert!(m.bf16 && m.weights_f32);
+        assert_eq!(m.loss_rel, 0.0);
+        assert!(m.problems().is_empty(), "{:?}", m.problems());
+        let d = Default::default();
+        let f32_trace = trace_steps::<Cpu>(&d, 2, Precision::F32);
+        let bf16_trace = trace_steps::<Cpu>(&d, 2, Precision::Bf16);
+        let a = Agreement::new(&f32_trace, &bf16_trace);
+        assert!(
+            a.loss_rel > LOSS_REL && a.loss_rel < BF16_LOSS_REL,
+            "{}",
+            a.loss_rel
+        );
+        let mut off = bf16_trace.clone();
+        off.losses[1] *= 1.05;
+        off.weights_f32 = false;
+        assert_eq!(MixedPrecision::new(&bf16_trace, &off).problems().len(), 2);
     }
 
     #[test]

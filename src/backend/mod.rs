@@ -18,13 +18,10 @@ use serde::{Deserialize, Serialize};
 
 /// The CPU training backend (Flex under autodiff).
 pub type Cpu = burn::backend::Autodiff<burn::backend::Flex>;
-/// CUDA training backends, one per precision.
+/// The CUDA training backend. Its weights are f32; mixed precision casts
+/// per layer ([`crate::model::precision`]).
 #[cfg(feature = "cuda")]
 pub type CudaF32 = burn::backend::Autodiff<burn::backend::Cuda<f32>>;
-#[cfg(feature = "cuda")]
-pub type CudaBf16 = burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>;
-#[cfg(feature = "cuda")]
-pub type CudaF16 = burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::f16>>;
 #[cfg(feature = "cuda")]
 pub use burn::backend::cuda::CudaDevice;
 /// The Vulkan training backend (f32).
@@ -62,29 +59,9 @@ impl crate::Choice for BackendKind {
     ];
 }
 
-/// Floating-point type of the network on the device. The Barlow Twins
-/// cross-correlation and loss are computed in f32 whatever this says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    #[default]
-    F32,
-    Bf16,
-    F16,
-}
-
-impl crate::Choice for Precision {
-    const NAMES: &'static [(Self, &'static str)] = &[
-        (Precision::F32, "f32"),
-        (Precision::Bf16, "bf16"),
-        (Precision::F16, "f16"),
-    ];
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct BackendChoice {
     pub kind: BackendKind,
-    pub precision: Precision,
     /// Device index: CUDA's numbering, or the Vulkan adapters' order
     /// ([`vulkan::adapters`]).
     pub device: usize,
@@ -97,8 +74,6 @@ pub struct BackendChoice {
 pub enum BackendError {
     #[error("this barlow was built without {0} support: rebuild it with `--features {0}`")]
     NotCompiled(&'static str),
-    #[error("--precision {0:?} needs --backend cuda (the CPU and Vulkan backends compute in f32)")]
-    PrecisionNeedsCuda(Precision),
     #[error("no usable NVIDIA GPU: {0}")]
     NoCuda(String),
     #[error("no usable Vulkan device: {0}")]
@@ -172,9 +147,6 @@ impl BackendChoice {
     /// Whether this choice can run here, without creating a device.
     pub fn check(&self) -> Result<(), BackendError> {
         match self.kind {
-            BackendKind::Cpu | BackendKind::Vulkan if self.precision != Precision::F32 => {
-                Err(BackendError::PrecisionNeedsCuda(self.precision))
-            }
             BackendKind::Cpu => Ok(()),
             BackendKind::Cuda => probe_cuda(self.device),
             BackendKind::Vulkan => self.vulkan_adapter().map(drop),
@@ -192,17 +164,12 @@ impl BackendChoice {
         Err(BackendError::NotCompiled("vulkan"))
     }
 
-    /// A name for logs and summaries, e.g. `cuda:0 bf16`.
+    /// A name for logs and summaries, e.g. `cuda:0`.
     pub fn describe(&self) -> String {
-        let p = match self.precision {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-            Precision::F16 => "f16",
-        };
         match self.kind {
-            BackendKind::Cpu => format!("cpu (flex) {p}"),
-            BackendKind::Cuda => format!("cuda:{} {p}", self.device),
-            BackendKind::Vulkan => format!("vulkan:{} {p}{}", self.device, self.adapter_label()),
+            BackendKind::Cpu => "cpu (flex)".to_string(),
+            BackendKind::Cuda => format!("cuda:{}", self.device),
+            BackendKind::Vulkan => format!("vulkan:{}{}", self.device, self.adapter_label()),
         }
     }
 
@@ -260,37 +227,24 @@ fn probe_cuda(device: usize) -> Result<(), BackendError> {
 #[macro_export]
 macro_rules! with_backend {
     ($choice:expr, |$B:ident, $dev:ident| $body:expr) => {{
-        use $crate::backend::{BackendError, BackendKind, Precision};
+        use $crate::backend::{BackendError, BackendKind};
         let choice: $crate::backend::BackendChoice = $choice;
-        match (choice.kind, choice.precision) {
-            (BackendKind::Cpu, Precision::F32) => {
+        match choice.kind {
+            BackendKind::Cpu => {
                 type $B = $crate::backend::Cpu;
                 let $dev = Default::default();
-                Ok($body)
+                Ok::<_, BackendError>($body)
             }
-            (BackendKind::Cpu, p) => Err(BackendError::PrecisionNeedsCuda(p)),
             #[cfg(feature = "cuda")]
-            (BackendKind::Cuda, Precision::F32) => {
+            BackendKind::Cuda => {
                 type $B = $crate::backend::CudaF32;
                 let $dev = $crate::backend::CudaDevice::new(choice.device);
                 Ok($body)
             }
-            #[cfg(feature = "cuda")]
-            (BackendKind::Cuda, Precision::Bf16) => {
-                type $B = $crate::backend::CudaBf16;
-                let $dev = $crate::backend::CudaDevice::new(choice.device);
-                Ok($body)
-            }
-            #[cfg(feature = "cuda")]
-            (BackendKind::Cuda, Precision::F16) => {
-                type $B = $crate::backend::CudaF16;
-                let $dev = $crate::backend::CudaDevice::new(choice.device);
-                Ok($body)
-            }
             #[cfg(not(feature = "cuda"))]
-            (BackendKind::Cuda, _) => Err(BackendError::NotCompiled("cuda")),
+            BackendKind::Cuda => Err(BackendError::NotCompiled("cuda")),
             #[cfg(feature = "vulkan")]
-            (BackendKind::Vulkan, Precision::F32) => match choice.vulkan_adapter() {
+            BackendKind::Vulkan => match choice.vulkan_adapter() {
                 Ok(adapter) => {
                     type $B = $crate::backend::VulkanF32;
                     let $dev = adapter.device;
@@ -298,10 +252,8 @@ macro_rules! with_backend {
                 }
                 Err(e) => Err(e),
             },
-            #[cfg(feature = "vulkan")]
-            (BackendKind::Vulkan, p) => Err(BackendError::PrecisionNeedsCuda(p)),
             #[cfg(not(feature = "vulkan"))]
-            (BackendKind::Vulkan, _) => Err(BackendError::NotCompiled("vulkan")),
+            BackendKind::Vulkan => Err(BackendError::NotCompiled("vulkan")),
         }
     }};
 }
@@ -312,14 +264,6 @@ mod tests {
 
     #[test]
     fn impossible_choices_are_refused_with_a_sentence() {
-        let bf16_cpu = BackendChoice {
-            precision: Precision::Bf16,
-            ..BackendChoice::cpu()
-        };
-        assert_eq!(
-            bf16_cpu.check(),
-            Err(BackendError::PrecisionNeedsCuda(Precision::Bf16))
-        );
         assert!(BackendChoice::cpu().check().is_ok());
         // This machine has no NVIDIA driver: CUDA is refused, never a panic.
         let cuda = BackendChoice {
@@ -395,7 +339,6 @@ mod tests {
     #[test]
     fn the_macro_runs_the_body_on_the_chosen_backend() {
         use burn::tensor::{ElementConversion, Tensor};
-        // `elem::<f32>()`: with the `cuda` feature the arms' float types differ.
         let r = crate::with_backend!(BackendChoice::cpu(), |B, device| {
             Tensor::<B, 1>::from_floats([1.0, 2.0], &device)
                 .sum()
@@ -404,8 +347,10 @@ mod tests {
         });
         assert_eq!(r, Ok(3.0));
         let r = crate::with_backend!(
+            // Not compiled in, or no adapter 99.
             BackendChoice {
-                precision: Precision::F16,
+                kind: BackendKind::Vulkan,
+                device: 99,
                 ..BackendChoice::cpu()
             },
             |B, device| Tensor::<B, 1>::zeros([1], &device)

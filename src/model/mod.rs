@@ -2,6 +2,7 @@
 
 pub mod init;
 pub mod norm;
+pub mod precision;
 pub mod resnet;
 pub mod torchvision;
 
@@ -12,6 +13,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 
 pub use norm::Norm;
+pub use precision::Precision;
 pub use resnet::{Arch, ResNet, ResNetConfig};
 
 /// Parses the reference's `--projector 8192-8192-8192` notation.
@@ -47,15 +49,21 @@ impl<B: Backend> Projector<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.forward_with(x, Norm::Local)
+        self.forward_with(x, Norm::Local, Precision::F32)
     }
 
     /// [`Projector::forward`] with training-mode BatchNorm statistics from
-    /// `norm`.
-    pub fn forward_with(&self, mut x: Tensor<B, 2>, norm: Norm<'_, B>) -> Tensor<B, 2> {
+    /// `norm` and the matmuls in `precision` (so is the output: the loss
+    /// casts it to f32).
+    pub fn forward_with(
+        &self,
+        mut x: Tensor<B, 2>,
+        norm: Norm<'_, B>,
+        precision: Precision,
+    ) -> Tensor<B, 2> {
         let last = self.linears.len().saturating_sub(1);
         for (i, lin) in self.linears.iter().enumerate() {
-            x = lin.forward(x);
+            x = precision::linear(lin, x, precision);
             if i < last {
                 x = relu(norm::batch_norm(&self.bns[i], x, norm));
             }

@@ -52,7 +52,8 @@ pub fn global_moments<B: Backend, const D: usize>(
     (mean, var, count)
 }
 
-/// `bn` applied to `x` with the statistics `norm` names. With
+/// `bn` applied to `x` (cast to f32 first: batch statistics are f32 under
+/// mixed precision too) with the statistics `norm` names. With
 /// [`Norm::Local`], or outside training (no autodiff), it is `bn.forward`.
 /// With [`Norm::Global`] it normalises with the global batch's mean and
 /// biased variance and updates the running statistics as PyTorch's
@@ -62,6 +63,7 @@ pub fn batch_norm<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     norm: Norm<'_, B>,
 ) -> Tensor<B, D> {
+    let x = super::precision::to_f32(x);
     let Norm::Global { reducer, batch } = norm else {
         return bn.forward(x);
     };

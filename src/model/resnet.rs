@@ -21,6 +21,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::norm::{Norm, batch_norm};
+use super::precision::{Precision, conv as conv_in};
 
 /// Which ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,15 +205,23 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    pub fn forward(&self, x: Tensor<B, 4>, norm: Norm<'_, B>) -> Tensor<B, 4> {
+    /// The block on `x`; its convolutions compute in `precision`, its
+    /// BatchNorms, ReLUs and residual sum in f32.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        norm: Norm<'_, B>,
+        precision: Precision,
+    ) -> Tensor<B, 4> {
+        let c = |conv: &Conv2d<B>, x| conv_in(conv, x, precision);
         let identity = match &self.downsample {
-            Some(d) => batch_norm(&d.bn, d.conv.forward(x.clone()), norm),
+            Some(d) => batch_norm(&d.bn, c(&d.conv, x.clone()), norm),
             None => x.clone(),
         };
-        let mut out = relu(batch_norm(&self.bn1, self.conv1.forward(x), norm));
-        out = batch_norm(&self.bn2, self.conv2.forward(out), norm);
+        let mut out = relu(batch_norm(&self.bn1, c(&self.conv1, x), norm));
+        out = batch_norm(&self.bn2, c(&self.conv2, out), norm);
         if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
-            out = batch_norm(b3, c3.forward(relu(out)), norm);
+            out = batch_norm(b3, c(c3, relu(out)), norm);
         }
         relu(out + identity)
     }
@@ -233,19 +242,26 @@ pub struct ResNet<B: Backend> {
 
 impl<B: Backend> ResNet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward_with(x, Norm::Local)
+        self.forward_with(x, Norm::Local, Precision::F32)
     }
 
     /// [`ResNet::forward`] with training-mode BatchNorm statistics from
-    /// `norm` (the global batch's, for data-parallel peers).
-    pub fn forward_with(&self, x: Tensor<B, 4>, norm: Norm<'_, B>) -> Tensor<B, 2> {
-        let mut x = relu(batch_norm(&self.bn1, self.conv1.forward(x), norm));
+    /// `norm` (the global batch's, for data-parallel peers) and the
+    /// convolutions in `precision` (the output is f32 either way).
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 4>,
+        norm: Norm<'_, B>,
+        precision: Precision,
+    ) -> Tensor<B, 2> {
+        let stem = conv_in(&self.conv1, x, precision);
+        let mut x = relu(batch_norm(&self.bn1, stem, norm));
         if let Some(p) = &self.maxpool {
             x = p.forward(x);
         }
         for layer in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
             for block in layer {
-                x = block.forward(x, norm);
+                x = block.forward(x, norm, precision);
             }
         }
         let [n, c, _, _] = x.dims();

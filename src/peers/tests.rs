@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::*;
 use crate::loss::{barlow_twins_loss_with, standardise};
-use crate::model::{Arch, BarlowTwins, Norm, Projector, ResNetConfig};
+use crate::model::{Arch, BarlowTwins, Norm, Precision, Projector, ResNetConfig};
 use crate::optim::LarsConfig;
 use crate::train::{Parallel, data_parallel_step};
 
@@ -116,7 +116,11 @@ fn run(splits: &[usize], method: Method) -> Trace {
                                 batch: BATCH,
                             }
                         };
-                        let (z1, z2) = (model.forward_with(z1, norm), model.forward_with(z2, norm));
+                        let f32 = Precision::F32;
+                        let (z1, z2) = (
+                            model.forward_with(z1, norm, f32),
+                            model.forward_with(z2, norm, f32),
+                        );
                         let loss = if method == Method::Exact || single {
                             barlow_twins_loss_with(z1, z2, LAMBDA, norm)
                         } else {
@@ -384,6 +388,7 @@ fn the_resnet_step_with_two_peers_is_the_single_device_step() {
                                 batch: n,
                                 grad_divisor: 1.0,
                                 stop: false,
+                                precision: Precision::F32,
                             };
                             let stepped = data_parallel_step(
                                 model, &mut optim, y1, y2, LAMBDA, 0.2, parallel,

@@ -47,7 +47,7 @@ use crate::error::IoError;
 use crate::eval::knn::{KnnConfig, KnnResult};
 use crate::eval::{EvalError, FeatureConfig, knn_accuracy};
 use crate::model::torchvision::{InteropError, Weights};
-use crate::model::{Arch, BarlowTwins, ResNetConfig, normalise_u8};
+use crate::model::{Arch, BarlowTwins, Precision, ResNetConfig, normalise_u8};
 use crate::optim::{Lars, LarsConfig, WarmupCosine};
 use crate::peers::{Peer, PeerError, PeerReduce, Processes};
 use crate::progress::{Progress, Silent};
@@ -89,6 +89,10 @@ pub struct TrainConfig {
     /// gradient of the batch's loss; the paper's code, which averaged the
     /// gradients of its 32 GPUs, moved with 1/32 of it (`docs/method.md`).
     pub grad_divisor: f64,
+    /// The dtype of the convolutions and matmuls: f32, or bf16 for mixed
+    /// precision (f32 weights, optimiser state, BatchNorm and loss; see
+    /// [`crate::model::precision`]).
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -111,6 +115,7 @@ impl Default for TrainConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             log_every: 10,
             grad_divisor: 1.0,
+            precision: Precision::F32,
         }
     }
 }
@@ -345,6 +350,8 @@ pub enum TrainError {
     BatchTooSmall { batch: usize, peers: usize },
     #[error("a batch of {batch} does not split evenly over {processes} processes")]
     BatchSplit { batch: usize, processes: usize },
+    #[error("precision {0:?}: this device has no {1:?} (use --precision f32)")]
+    PrecisionUnsupported(Precision, burn::tensor::DType),
 }
 
 /// What a run did.
@@ -395,6 +402,10 @@ pub fn train_on<B: AutodiffBackend + PeerReduce>(
 ) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
     let world = devices.len();
     let processes = run.processes.as_ref().map_or(1, |p| p.size());
+    let dtype = cfg.precision.dtype();
+    if devices.iter().any(|d| !B::supports_dtype(d, dtype)) {
+        return Err(TrainError::PrecisionUnsupported(cfg.precision, dtype));
+    }
     if world <= 1 && processes == 1 {
         let device = devices.first().cloned().unwrap_or_default();
         return lead(dataset, cfg, run, &device, None, progress);
@@ -594,6 +605,7 @@ fn lead<B: AutodiffBackend + PeerReduce>(
         batch: cfg.batch_size,
         grad_divisor: cfg.grad_divisor,
         stop: false,
+        precision: cfg.precision,
     };
     let mut views = if start_step < total {
         uploaded += 1;

@@ -174,6 +174,7 @@ impl Follower {
             batch: cfg.batch_size,
             grad_divisor: cfg.grad_divisor,
             stop: false,
+            precision: cfg.precision,
         };
         for (step, slice) in (0u64..).zip(self.slices.iter()) {
             injected_failure(run, self.peer.local_rank(), step)?;

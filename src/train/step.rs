@@ -14,7 +14,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::TrainError;
 use crate::loss::barlow_twins_loss_with;
-use crate::model::{BarlowTwins, Norm};
+use crate::model::{BarlowTwins, Norm, Precision};
 use crate::peers::{Peer, PeerError, PeerReduce, combine_gradients};
 
 /// Runs one step on the views `y1` and `y2` (normalised, `[N, 3, H, W]`)
@@ -46,32 +46,35 @@ pub fn barlow_twins_gradients<B: AutodiffBackend>(
     y2: Tensor<B, 4>,
     lambda: f32,
 ) -> (GradientsParams, Tensor<B::InnerBackend, 1>) {
-    barlow_twins_gradients_with(model, y1, y2, lambda, Norm::Local)
+    barlow_twins_gradients_with(model, y1, y2, lambda, Norm::Local, Precision::F32)
 }
 
 /// [`barlow_twins_gradients`] with every training-mode BatchNorm's
-/// statistics, and the loss's, from `norm`.
+/// statistics, and the loss's, from `norm`, and the convolutions and
+/// matmuls in `precision` (the gradients are f32 either way).
 pub fn barlow_twins_gradients_with<B: AutodiffBackend>(
     model: &BarlowTwins<B>,
     y1: Tensor<B, 4>,
     y2: Tensor<B, 4>,
     lambda: f32,
     norm: Norm<'_, B>,
+    precision: Precision,
 ) -> (GradientsParams, Tensor<B::InnerBackend, 1>) {
-    let z1 = model
-        .projector
-        .forward_with(model.backbone.forward_with(y1, norm), norm);
-    let z2 = model
-        .projector
-        .forward_with(model.backbone.forward_with(y2, norm), norm);
+    let embed = |y| {
+        let h = model.backbone.forward_with(y, norm, precision);
+        model.projector.forward_with(h, norm, precision)
+    };
+    let (z1, z2) = (embed(y1), embed(y2));
     let loss = barlow_twins_loss_with(z1, z2, lambda, norm);
     let value = loss.clone().inner().reshape([1]);
     (GradientsParams::from_grads(loss.backward(), model), value)
 }
 
-/// How a step is shared between data-parallel peers.
+/// How a step is shared between data-parallel peers, and its precision.
 #[derive(Debug, Clone, Copy)]
 pub struct Parallel<'a> {
+    /// The dtype of the convolutions and matmuls.
+    pub precision: Precision,
     /// This replica's handle on its group; `None` for a single device.
     pub peer: Option<&'a Peer>,
     /// The global batch size: the sum of every peer's slice.
@@ -109,7 +112,8 @@ where
         },
         _ => Norm::Local,
     };
-    let (grads, value) = barlow_twins_gradients_with(&model, y1, y2, lambda, norm);
+    let (grads, value) =
+        barlow_twins_gradients_with(&model, y1, y2, lambda, norm, parallel.precision);
     let vote = f64::from(u8::from(parallel.stop));
     let (grads, votes) =
         combine_gradients(&model, grads, parallel.peer, parallel.grad_divisor, vote)?;

@@ -77,6 +77,14 @@ fn run_checks<B: AutodiffBackend + barlow::peers::PeerReduce>(
     let a = check::agreement::<B>(device, 3);
     record("3 steps vs the CPU", json!(a), a.problems(), t);
     let t = Instant::now();
+    let m = check::mixed_precision::<B>(device, 3);
+    let name = if m.bf16 {
+        "3 bf16 steps vs the CPU"
+    } else {
+        "bf16 (not on this device)"
+    };
+    record(name, json!(m), m.problems(), t);
+    let t = Instant::now();
     let c = check::checkpoint_cross_load::<B>(&out.join("checkpoints"), device)?;
     record("checkpoint cross-load", json!(c), c.problems(), t);
     let t = Instant::now();
@@ -98,7 +106,6 @@ pub fn run(a: GpuCheckArgs) -> Result<(), String> {
             kind,
             device: a.device,
             allow_software: barlow::backend::software_allowed(a.allow_software),
-            ..BackendChoice::cpu()
         },
         None => match BackendChoice::auto() {
             c if c.kind == BackendKind::Cpu => {

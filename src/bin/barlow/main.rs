@@ -138,8 +138,8 @@ enum Command {
     /// Check that a GPU backend computes what the CPU backend computes, on
     /// this machine: dtypes, the u8 upload and normalisation (bit for bit),
     /// three training steps of the demo network (loss, gradient norms,
-    /// weights), a checkpoint moved each way, and when losses leave the
-    /// device. Prints a table, writes OUT/gpu-check.json and exits 1 if a
+    /// weights), three in bf16 mixed precision where the device has bf16,
+    /// a checkpoint moved each way, and when losses leave the device. Prints a table, writes OUT/gpu-check.json and exits 1 if a
     /// check fails.
     GpuCheck(gpu_check::GpuCheckArgs),
     /// Evaluate a checkpoint or a torchvision-named weights file.
@@ -293,7 +293,6 @@ fn main() -> ExitCode {
                 kind,
                 device,
                 allow_software: barlow::backend::software_allowed(allow_software),
-                ..BackendChoice::cpu()
             });
             demo::demo(&work, default_threads(threads), epochs, choice)
         }

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use barlow::backend::{BackendChoice, BackendKind, Precision};
+use barlow::backend::{BackendChoice, BackendKind};
 use barlow::data::shard::Dataset;
 use barlow::eval::knn::KnnConfig;
-use barlow::model::{Arch, parse_projector};
+use barlow::model::{Arch, Precision, parse_projector};
 use barlow::peers::Processes;
 use barlow::progress::Bar;
 use barlow::train::{self, Monitor, RunOptions, TrainConfig, checkpoint};
@@ -19,9 +19,6 @@ pub struct BackendArgs {
     /// or vulkan (AMD, Intel or NVIDIA GPU; needs the `vulkan` feature).
     #[arg(long, value_parser = crate::choice::<BackendKind>(), default_value = "cpu")]
     pub backend: BackendKind,
-    /// Network precision on CUDA; the cross-correlation and loss stay f32.
-    #[arg(long, value_parser = crate::choice::<Precision>(), default_value = "f32")]
-    pub precision: Precision,
     /// Device index: CUDA's numbering, or for Vulkan the usable adapters
     /// (discrete GPUs first, then integrated, then virtual).
     #[arg(long, default_value_t = 0)]
@@ -37,7 +34,6 @@ impl BackendArgs {
     pub fn choice(&self) -> Result<BackendChoice, String> {
         let c = BackendChoice {
             kind: self.backend,
-            precision: self.precision,
             device: self.device,
             allow_software: barlow::backend::software_allowed(self.allow_software),
         };
@@ -125,6 +121,12 @@ pub struct TrainArgs {
     /// scale); see docs/method.md.
     #[arg(long)]
     grad_divisor: Option<f64>,
+    /// The dtype of the convolutions and matmuls: f32, or bf16 for mixed
+    /// precision (weights, optimiser state, BatchNorm and the loss stay
+    /// f32) [default: f32]. bf16 is for GPUs: the CPU backend computes it
+    /// through f32, no faster than f32.
+    #[arg(long, value_parser = crate::choice::<Precision>())]
+    precision: Option<Precision>,
     /// Data-parallel peers, one thread each, each on an equal slice of
     /// every batch (--batch-size stays the global batch). Their step is
     /// the single-device step: BatchNorm statistics, the cross-correlation
@@ -193,7 +195,8 @@ impl TrainArgs {
             seed,
             threads,
             log_every,
-            grad_divisor
+            grad_divisor,
+            precision
         );
         if !(c.grad_divisor.is_finite() && c.grad_divisor > 0.0) {
             return Err(format!(
