@@ -4,9 +4,10 @@
 //! ([`Norm::Global`], SyncBatchNorm).
 
 use burn::nn::BatchNorm;
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
+use super::precision::{cast, to_f32};
 use crate::peers::{Reducer, reduce};
 
 /// The statistics every training-mode BatchNorm of a forward pass uses.
@@ -52,8 +53,9 @@ pub fn global_moments<B: Backend, const D: usize>(
     (mean, var, count)
 }
 
-/// `bn` applied to `x` (cast to f32 first: batch statistics are f32 under
-/// mixed precision too) with the statistics `norm` names. With
+/// `bn` applied to `x` with the statistics `norm` names, computed in f32
+/// and returned in `x`'s dtype (under mixed precision, bf16 in and out,
+/// statistics and normalisation in f32). With
 /// [`Norm::Local`], or outside training (no autodiff), it is `bn.forward`.
 /// With [`Norm::Global`] it normalises with the global batch's mean and
 /// biased variance and updates the running statistics as PyTorch's
@@ -63,7 +65,16 @@ pub fn batch_norm<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     norm: Norm<'_, B>,
 ) -> Tensor<B, D> {
-    let x = super::precision::to_f32(x);
+    let dtype = FloatDType::from(x.dtype());
+    cast(batch_norm_f32(bn, to_f32(x), norm), dtype)
+}
+
+/// [`batch_norm`] of an f32 `x`.
+fn batch_norm_f32<B: Backend, const D: usize>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, D>,
+    norm: Norm<'_, B>,
+) -> Tensor<B, D> {
     let Norm::Global { reducer, batch } = norm else {
         return bn.forward(x);
     };

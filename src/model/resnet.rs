@@ -206,7 +206,7 @@ impl<B: Backend> Block<B> {
     }
 
     /// The block on `x`; its convolutions compute in `precision`, its
-    /// BatchNorms, ReLUs and residual sum in f32.
+    /// BatchNorms in f32 (see [`super::precision`]).
     pub fn forward(
         &self,
         x: Tensor<B, 4>,
@@ -247,7 +247,7 @@ impl<B: Backend> ResNet<B> {
 
     /// [`ResNet::forward`] with training-mode BatchNorm statistics from
     /// `norm` (the global batch's, for data-parallel peers) and the
-    /// convolutions in `precision` (the output is f32 either way).
+    /// convolutions in `precision` (so are the features it returns).
     pub fn forward_with(
         &self,
         x: Tensor<B, 4>,

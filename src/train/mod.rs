@@ -350,8 +350,8 @@ pub enum TrainError {
     BatchTooSmall { batch: usize, peers: usize },
     #[error("a batch of {batch} does not split evenly over {processes} processes")]
     BatchSplit { batch: usize, processes: usize },
-    #[error("precision {0:?}: this device has no {1:?} (use --precision f32)")]
-    PrecisionUnsupported(Precision, burn::tensor::DType),
+    #[error("--precision {}: this device has no {} arithmetic; use --precision f32", crate::Choice::name(*.0), crate::Choice::name(*.0))]
+    PrecisionUnsupported(Precision),
 }
 
 /// What a run did.
@@ -404,7 +404,7 @@ pub fn train_on<B: AutodiffBackend + PeerReduce>(
     let processes = run.processes.as_ref().map_or(1, |p| p.size());
     let dtype = cfg.precision.dtype();
     if devices.iter().any(|d| !B::supports_dtype(d, dtype)) {
-        return Err(TrainError::PrecisionUnsupported(cfg.precision, dtype));
+        return Err(TrainError::PrecisionUnsupported(cfg.precision));
     }
     if world <= 1 && processes == 1 {
         let device = devices.first().cloned().unwrap_or_default();
