@@ -253,6 +253,43 @@ fn a_toml_config_sets_the_run_and_flags_override_it() {
     );
 }
 
+#[test]
+fn gpu_check_rehearses_on_the_cpu_with_dry_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = common::barlow()
+        .args(["gpu-check", "--dry-run", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("gpu-check.json")).unwrap()).unwrap();
+    assert_eq!(report["passed"], true);
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    // Every check ran, bf16 included (the CPU has it).
+    assert_eq!(
+        names,
+        [
+            "dtypes",
+            "u8 upload",
+            "3 steps vs the CPU",
+            "3 bf16 steps vs the CPU",
+            "checkpoint cross-load",
+            "feed path"
+        ]
+    );
+}
+
 /// Slow (about a minute on 2 cores): `cargo test --test train -- --ignored`.
 #[test]
 #[ignore]

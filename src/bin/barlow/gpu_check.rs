@@ -24,6 +24,11 @@ pub struct GpuCheckArgs {
     /// Folder for the check's sample data, checkpoints and gpu-check.json.
     #[arg(long, default_value = "gpu-check")]
     out: PathBuf,
+    /// Rehearse on a machine without a GPU: the CPU backend checked against
+    /// itself. Every check runs and must pass (the CPU agrees with itself
+    /// exactly); it proves the command, not a device.
+    #[arg(long, conflicts_with_all = ["backend", "device", "allow_software"])]
+    dry_run: bool,
 }
 
 /// One check's line: its name, what it measured, what failed.
@@ -96,6 +101,7 @@ fn run_checks<B: AutodiffBackend + barlow::peers::PeerReduce>(
 
 pub fn run(a: GpuCheckArgs) -> Result<(), String> {
     let choice = match a.backend {
+        _ if a.dry_run => BackendChoice::cpu(),
         Some(BackendKind::Cpu) => {
             return Err(
                 "gpu-check compares a GPU backend with the CPU: pass --backend cuda or vulkan"
