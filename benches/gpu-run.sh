@@ -33,8 +33,10 @@
 # BACKEND the backend (default: cuda; cpu with --dry-run), WORK a scratch
 # folder for the dataset and the runs' checkpoints, several GiB at full size
 # (default: a new folder under /tmp). OUT keeps only logs, JSON and the
-# summary. To take the binary to a machine that cannot build it, strip it
-# (`strip -o barlow-cuda target/release/barlow`).
+# summary. To take the binaries to a machine that cannot build them, strip
+# and compress them (`strip -o barlow target/release/barlow && gzip -9
+# barlow`; about 13 MB for a `--features cuda` build, shardify 2 MB): a
+# BARLOW or SHARDIFY ending in .gz is unpacked into WORK first.
 #
 # The runs start in WORK, where a burn.toml configures CubeCL as the
 # repository's does, with empty autotune and kernel caches of its own and a
@@ -48,14 +50,23 @@ out=${1:?usage: benches/gpu-run.sh OUT [--dry-run]}
 dry=0
 [ "${2:-}" = "--dry-run" ] && dry=1
 here=$(cd "$(dirname "$0")" && pwd)
-barlow=$(realpath "${BARLOW:-$here/../target/release/barlow}")
-shardify=$(realpath "${SHARDIFY:-$(dirname "$barlow")/shardify}")
 python=${PYTHON:-python3}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=${WORK:-$(mktemp -d /tmp/barlow-gpu-run.XXXXXX)}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
+# binary PATH NAME: PATH made absolute, or unpacked into WORK/NAME when it
+# ends in .gz.
+binary() {
+    case $1 in
+        *.gz) gzip -dc "$1" > "$work/$2" && chmod +x "$work/$2" && echo "$work/$2" ;;
+        *) realpath "$1" ;;
+    esac
+}
+barlow=$(binary "${BARLOW:-$here/../target/release/barlow}" barlow)
+default_shardify=$(dirname "${BARLOW:-$here/../target/release/barlow}")/shardify
+shardify=$(binary "${SHARDIFY:-$default_shardify}" shardify)
 cores=$(nproc)
 : > "$out/parts.tsv"
 : > "$out/autotune.log"
