@@ -56,7 +56,7 @@ pub struct TrainArgs {
     /// TOML file with any of the config keys (arch, width, small_stem,
     /// image_size, crop_scale = [min, max], batch_size, epochs, max_steps, lambda, lr_weights,
     /// lr_biases, weight_decay, projector = [8192, 8192, 8192], seed,
-    /// threads, log_every, grad_divisor).
+    /// threads, log_every, grad_divisor, precision).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue from the latest checkpoint in --out.
@@ -122,9 +122,9 @@ pub struct TrainArgs {
     #[arg(long)]
     grad_divisor: Option<f64>,
     /// The dtype of the convolutions and matmuls: f32, or bf16 for mixed
-    /// precision (weights, optimiser state, BatchNorm and the loss stay
-    /// f32) [default: f32]. bf16 is for GPUs: the CPU backend computes it
-    /// through f32, no faster than f32.
+    /// precision (the weights, optimiser state and loss stay f32, and
+    /// BatchNorm computes in f32) [default: f32]. bf16 is for GPUs: the CPU
+    /// backend computes it through f32, a few percent slower.
     #[arg(long, value_parser = crate::choice::<Precision>())]
     precision: Option<Precision>,
     /// Data-parallel peers, one thread each, each on an equal slice of
