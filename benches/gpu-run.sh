@@ -15,8 +15,8 @@
 #   cpu-train   the CPU path at ResNet-50 128 px batch 16 on all cores,
 #   cpu-torch   barlow against PyTorch
 #
-# Every part runs under its own time limit (together under 10 minutes, the
-# parts' limits add up to 540 s) and writes its output under OUT; a failed
+# Every part runs under its own time limit (together under 10 minutes: the
+# parts' limits add up to 545 s, 565 s with timeout's grace periods) and writes its output under OUT; a failed
 # part is recorded and the rest still run. The last part prints a
 # summary table (OUT/summary.md) and writes OUT/summary.json.
 #
@@ -64,9 +64,16 @@ binary() {
         *) realpath "$1" ;;
     esac
 }
-barlow=$(binary "${BARLOW:-$here/../target/release/barlow}" barlow)
-default_shardify=$(dirname "${BARLOW:-$here/../target/release/barlow}")/shardify
+given=${BARLOW:-$here/../target/release/barlow}
+barlow=$(binary "$given" barlow)
+case $given in
+    *.gz) default_shardify=$(dirname "$given")/shardify.gz ;;
+    *) default_shardify=$(dirname "$given")/shardify ;;
+esac
 shardify=$(binary "${SHARDIFY:-$default_shardify}" shardify)
+for b in "$barlow" "$shardify"; do
+    [ -x "$b" ] || { echo "gpu-run.sh: $b is not an executable (set BARLOW, SHARDIFY)" >&2; exit 1; }
+done
 cores=$(nproc)
 : > "$out/parts.tsv"
 : > "$out/autotune.log"
@@ -99,7 +106,7 @@ part() {
     shift 2
     local t0=$SECONDS
     echo "== $name (limit ${secs}s): $*"
-    timeout --kill-after=5 "$secs" "$@" > "$out/$name.log" 2>&1
+    timeout --kill-after=2 "$secs" "$@" > "$out/$name.log" 2>&1
     local rc=$?
     grep '^{' "$out/$name.log" | tail -1 > "$out/$name.json"
     printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$out/parts.tsv"
@@ -145,9 +152,9 @@ if command -v nvidia-smi > /dev/null; then
     part device 10 nvidia-smi -q
 fi
 if [ "$backend" = cpu ]; then
-    part check 120 "$barlow" gpu-check --dry-run --out "$work/check"
+    part check 110 "$barlow" gpu-check --dry-run --out "$work/check"
 else
-    part check 120 "$barlow" gpu-check --backend "$backend" --out "$work/check"
+    part check 110 "$barlow" gpu-check --backend "$backend" --out "$work/check"
 fi
 cp "$work/check/gpu-check.json" "$out/" 2> /dev/null
 
@@ -157,7 +164,7 @@ part data 40 bash -c "'$barlow' make-sample --out '$work/images' --classes 8 \
     --train-per-class $per_class --val-per-class 1 ${side[*]} --threads $cores \
     && '$shardify' '$work/images/train' '$work/data' --threads $cores"
 
-part loader 30 "$barlow" bench-loader --data "$work/data" --threads "$cores" \
+part loader 25 "$barlow" bench-loader --data "$work/data" --threads "$cores" \
     --batch-size $batch --batches 20 --image-size $size --json
 
 for p in f32 bf16; do
@@ -178,8 +185,8 @@ if "$python" -c "import torch, torchvision" 2> /dev/null; then
 else
     echo "== PyTorch parts skipped: $python cannot import torch and torchvision"
 fi
-part cpu-train 40 "$barlow" train --data "$work/data" --out "$work/run-cpu" \
-    --backend cpu "${cpu_net[@]}" --batch-size 16 --epochs 1 --max-steps 4 \
+part cpu-train 60 "$barlow" train --data "$work/data" --out "$work/run-cpu" \
+    --backend cpu "${cpu_net[@]}" --batch-size 16 --epochs 1 --max-steps 3 \
     --log-every 1 --threads 2 --compute-threads "$((cores > 2 ? cores - 2 : 1))"
 cp "$work/run-cpu/log.jsonl" "$out/run-cpu.jsonl" 2> /dev/null
 
@@ -195,16 +202,16 @@ def last_json(name):
     except (OSError, ValueError):
         return None
 
-def run(name, run_dir):
+def run(name, run_dir, skip=2):
     """Steady-state images/s and data-wait share of a barlow run: the
-    median over its logged steps after the first two (compilation and
-    autotuning)."""
+    median over its logged steps after the first `skip` (compilation,
+    autotuning, warm-up); none if it logged no more."""
     try:
         with open(os.path.join(out, run_dir + ".jsonl")) as f:
             lines = [json.loads(l) for l in f if l.strip()]
     except (OSError, ValueError):
         return None
-    steady = lines[2:] or lines
+    steady = lines[skip:]
     if not steady:
         return None
     r = {
@@ -234,7 +241,7 @@ summary = {
     "barlow_bf16": run("train-bf16", "run-bf16"),
     "torch_f32": last_json("torch-f32"),
     "torch_bf16": last_json("torch-bf16"),
-    "cpu_barlow": run("cpu-train", "run-cpu"),
+    "cpu_barlow": run("cpu-train", "run-cpu", skip=1),
     "cpu_torch": last_json("cpu-torch"),
 }
 
@@ -281,6 +288,9 @@ step_need = max((v for v in [ips(summary["barlow_f32"]), ips(summary["barlow_bf1
 lines.append("")
 lines.append(f"loader alone: {fmt(summary['loader_images_per_sec'])} images/s, "
              f"{fmt(ratio(summary['loader_images_per_sec'], step_need), '.2f')}x what the fastest step consumes")
+tf = summary["torch_f32"]
+if tf:
+    lines.append(f"PyTorch f32 step: TF32 {tf.get('tf32')}, cuDNN benchmark {tf.get('cudnn_benchmark')}")
 lines.append(f"gpu-check passed: {summary['gpu_check_passed']}")
 lines.append("autotune's convolution kernels (key: kernel, times chosen): "
              + (", ".join(f"{k} x{n}" for k, n in sorted(choices.items())) or "none logged"))

@@ -48,7 +48,17 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="autocast to bf16 (GPU)")
+    p.add_argument("--no-tf32", action="store_true",
+                   help="f32 convolutions and matmuls in full f32 on the GPU (default: TF32, as "
+                        "PyTorch runs convolutions by default and as burn's f32 kernels do)")
     a = p.parse_args()
+    if a.device != "cpu":
+        # PyTorch's own defaults made explicit, and recorded: TF32 for
+        # convolutions (and here matmuls too), and cuDNN's kernel search,
+        # the counterpart of burn's autotune (the warm-up steps pay for it).
+        torch.backends.cudnn.allow_tf32 = not a.no_tf32
+        torch.backends.cuda.matmul.allow_tf32 = not a.no_tf32
+        torch.backends.cudnn.benchmark = True
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     backbone = getattr(torchvision.models, a.arch)()
@@ -98,6 +108,8 @@ def main():
     rates.sort()
     print(json.dumps({"arch": a.arch, "width": a.width, "size": a.size, "batch": a.batch,
                       "threads": a.threads, "device": a.device, "bf16": a.bf16,
+                      "tf32": a.device != "cpu" and not a.no_tf32,
+                      "cudnn_benchmark": a.device != "cpu",
                       "median_images_per_sec": rates[len(rates) // 2],
                       "torch": torch.__version__}))
 
