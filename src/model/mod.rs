@@ -146,7 +146,7 @@ fn normalisation_table() -> &'static [f32; 768] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::optim::LarsConfig;
     use burn::backend::{Autodiff, Flex};
@@ -191,24 +191,32 @@ mod tests {
         assert_eq!(x, want);
     }
 
-    #[test]
-    fn a_few_lars_steps_lower_the_loss_on_a_fixed_batch() {
+    /// A small network (ResNet-18 width 8, small stem, 32-32 projector)
+    /// seeded with `seed`, and two fixed 8 x 3 x 16 x 16 views of a batch.
+    pub(crate) fn small_net_and_views(
+        seed: u64,
+    ) -> (BarlowTwins<AB>, Tensor<AB, 4>, Tensor<AB, 4>) {
         let d = Default::default();
         let cfg = ResNetConfig {
             arch: Arch::Resnet18,
             width: 8,
             small_stem: true,
         };
-        let mut model = BarlowTwins::<AB>::seeded(&cfg, &[32, 32], 3, &d);
+        let shape = [8, 3, 16, 16];
+        let n = shape.iter().product::<usize>();
+        let px1: Vec<u8> = (0..n).map(|i| ((i * 7919) % 251) as u8).collect();
+        let px2: Vec<u8> = (0..n).map(|i| ((i * 104_729 + 3) % 241) as u8).collect();
+        (
+            BarlowTwins::seeded(&cfg, &[32, 32], seed, &d),
+            normalise_u8::<AB>(&px1, shape, &d),
+            normalise_u8::<AB>(&px2, shape, &d),
+        )
+    }
+
+    #[test]
+    fn a_few_lars_steps_lower_the_loss_on_a_fixed_batch() {
+        let (mut model, y1, y2) = small_net_and_views(3);
         let mut optim = LarsConfig::new().init();
-        let px1: Vec<u8> = (0..8 * 3 * 16 * 16)
-            .map(|i| ((i * 7919) % 251) as u8)
-            .collect();
-        let px2: Vec<u8> = (0..8 * 3 * 16 * 16)
-            .map(|i| ((i * 104_729 + 3) % 241) as u8)
-            .collect();
-        let y1 = normalise_u8::<AB>(&px1, [8, 3, 16, 16], &d);
-        let y2 = normalise_u8::<AB>(&px2, [8, 3, 16, 16], &d);
         let mut pending = crate::train::PendingLosses::default();
         for step in 0..6 {
             let loss;

@@ -122,7 +122,8 @@ pub fn linear<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Arch, BarlowTwins, Norm, ResNetConfig, normalise_u8};
+    use crate::model::tests::small_net_and_views;
+    use crate::model::{BarlowTwins, Norm};
     use crate::train::{TrainConfig, barlow_twins_gradients_with};
     use burn::backend::{Autodiff, Flex};
     use burn::module::{Module, ModuleVisitor, Param};
@@ -167,33 +168,11 @@ mod tests {
         t
     }
 
-    fn views() -> (Tensor<AB, 4>, Tensor<AB, 4>) {
-        let d = Default::default();
-        let shape = [8, 3, 16, 16];
-        let n = shape.iter().product::<usize>();
-        let px1: Vec<u8> = (0..n).map(|i| ((i * 7919) % 251) as u8).collect();
-        let px2: Vec<u8> = (0..n).map(|i| ((i * 104_729 + 3) % 241) as u8).collect();
-        (
-            normalise_u8::<AB>(&px1, shape, &d),
-            normalise_u8::<AB>(&px2, shape, &d),
-        )
-    }
-
-    fn model() -> BarlowTwins<AB> {
-        let cfg = ResNetConfig {
-            arch: Arch::Resnet18,
-            width: 8,
-            small_stem: true,
-        };
-        BarlowTwins::seeded(&cfg, &[32, 32], 5, &Default::default())
-    }
-
     /// One LARS step at the reference's weight rate (0.2) and settings:
     /// the model after it, its loss and its gradients.
     fn step(precision: Precision) -> (BarlowTwins<AB>, f32, Trainable<'static>) {
         let cfg = TrainConfig::default();
-        let (y1, y2) = views();
-        let model = model();
+        let (model, y1, y2) = small_net_and_views(5);
         let (grads, loss) =
             barlow_twins_gradients_with(&model, y1, y2, cfg.lambda, Norm::Local, precision);
         assert_eq!(loss.dtype(), DType::F32, "the loss is f32");
@@ -210,8 +189,7 @@ mod tests {
 
     #[test]
     fn bf16_runs_the_layers_in_bf16_and_batch_norm_and_the_loss_in_f32() {
-        let m = model();
-        let (y, _) = views();
+        let (m, y, _) = small_net_and_views(5);
         let h = m
             .backbone
             .forward_with(y.clone(), Norm::Local, Precision::Bf16);
@@ -249,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_bf16_step_keeps_f32_weights_and_moves_every_weight_an_f32_step_moves() {
-        let before = trainable(&model(), None).values;
+        let before = trainable(&small_net_and_views(5).0, None).values;
         let (f32_model, f32_loss, f32_grads) = step(Precision::F32);
         let (bf16_model, bf16_loss, bf16_grads) = step(Precision::Bf16);
         // The gradients reach the master weights as f32 in both modes, and

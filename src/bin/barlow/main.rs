@@ -139,8 +139,9 @@ enum Command {
     /// this machine: dtypes, the u8 upload and normalisation (bit for bit),
     /// three training steps of the demo network (loss, gradient norms,
     /// weights), three in bf16 mixed precision where the device has bf16,
-    /// a checkpoint moved each way, and when losses leave the device. Prints a table, writes OUT/gpu-check.json and exits 1 if a
-    /// check fails.
+    /// a checkpoint moved each way, and when losses leave the device.
+    /// Prints a table, writes OUT/gpu-check.json and exits 1 if a check
+    /// fails.
     GpuCheck(gpu_check::GpuCheckArgs),
     /// Evaluate a checkpoint or a torchvision-named weights file.
     #[command(subcommand)]
