@@ -145,6 +145,40 @@ fn a_process_that_dies_or_fails_ends_the_job_non_zero() {
 }
 
 #[test]
+fn processes_started_unlike_refuse_to_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let out = tmp.path().join("unlike");
+    // Open MPI's MPMD form: process 0 with seed 1, process 1 with seed 2.
+    let mut job = Command::new("mpirun");
+    job.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .arg("--oversubscribe");
+    for (i, seed) in ["1", "2"].into_iter().enumerate() {
+        if i > 0 {
+            job.arg(":");
+        }
+        job.args(["-np", "1"])
+            .arg(env!("CARGO_BIN_EXE_barlow"))
+            .arg("train")
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(SMALL)
+            .args(["--seed", seed]);
+    }
+    let done = job.output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(!done.status.success(), "{err}");
+    assert!(
+        err.contains("differs from another in: config seed (here: "),
+        "{err}"
+    );
+    assert!(!out.join("log.jsonl").exists(), "a step was logged");
+}
+
+#[test]
 fn sigterm_to_mpirun_stops_every_process_after_the_same_step_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());

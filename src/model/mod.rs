@@ -97,6 +97,21 @@ impl<B: Backend> BarlowTwins<B> {
     ) -> BarlowTwins<B> {
         init::seeded(BarlowTwins::new(backbone, projector, device), seed)
     }
+
+    /// A CRC-32 of every float parameter's bytes, in module order: two
+    /// networks with the same weights, bit for bit, have the same checksum
+    /// on any backend.
+    pub fn weights_checksum(&self) -> u32 {
+        struct Checksum(crc32fast::Hasher);
+        impl<B: Backend> burn::module::ModuleVisitor<B> for Checksum {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+                self.0.update(param.val().into_data().as_bytes());
+            }
+        }
+        let mut c = Checksum(crc32fast::Hasher::new());
+        self.visit(&mut c);
+        c.0.finalize()
+    }
 }
 
 /// u8 NCHW pixels onto the device as they are: one byte a value, a

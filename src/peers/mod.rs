@@ -19,13 +19,17 @@
 //! all-reduce returns its error at once, and a peer that never arrives
 //! makes the others fail after the group's timeout. Nothing hangs.
 
+mod agree;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 mod reduce;
+#[cfg(test)]
+pub(crate) mod threads;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub use agree::{Fact, agree};
 pub use reduce::{PeerReduce, Reducer, combine_gradients, reduce};
 
 /// Why a collective operation failed.
@@ -49,6 +53,17 @@ pub enum PeerError {
     #[error("all-reduce {round} across processes: {message}")]
     Processes { round: u64, message: String },
     #[error(
+        "this process differs from another in: {facts}; all {processes} processes must run \
+         the same barlow with the same config on the same dataset, from the same checkpoint"
+    )]
+    Disagree {
+        /// This process's rank.
+        process: usize,
+        processes: usize,
+        /// This process's differing facts, each with its value here.
+        facts: String,
+    },
+    #[error(
         "all-reduce {round}: peer {rank} sent {got} values where peer 0 sent {want}; \
          the replicas differ"
     )]
@@ -62,7 +77,8 @@ pub enum PeerError {
 
 /// The processes of a multi-process run, one group of peers each: the
 /// sum over them of every process's values. Called by one thread at a time
-/// (the group's lock is held), the same number of times on every process.
+/// (peer 0 in [`agree`] at start-up, then under the group's lock), the
+/// same number of times on every process.
 pub trait Processes: Send + Sync {
     /// This process's rank, `0..size`.
     fn rank(&self) -> usize;

@@ -514,3 +514,60 @@ fn the_grad_divisor_step_is_the_lars_formula_on_the_divided_gradient() {
         );
     }
 }
+
+/// `agree` on `facts[p]` in process `p` of `facts.len()`, each a thread.
+fn agree_across(facts: Vec<Vec<Fact>>) -> Vec<Result<(), PeerError>> {
+    let processes = threads::Threads::group(facts.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = processes
+            .iter()
+            .zip(&facts)
+            .map(|(p, f)| s.spawn(move || agree(p.as_ref(), f)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn processes_agree_only_when_every_fact_is_the_same_everywhere() {
+    let facts = |dataset: &str| {
+        vec![
+            Fact::new("config seed", "42"),
+            Fact::new("dataset", dataset),
+            Fact::new("config", "x".repeat(100)),
+        ]
+    };
+    let same = agree_across(vec![facts("8 records"); 3]);
+    assert!(same.iter().all(|r| r.is_ok()), "{same:?}");
+    // Process 2 of 3 holds another dataset: every process refuses, each
+    // naming the dataset with its own value and nothing else.
+    let got = agree_across(vec![
+        facts("5 records"),
+        facts("9 records"),
+        facts("7 records"),
+    ]);
+    for (rank, r) in got.iter().enumerate() {
+        match r {
+            Err(PeerError::Disagree {
+                process,
+                processes: 3,
+                facts,
+            }) => {
+                assert_eq!(*process, rank);
+                assert!(facts.starts_with("dataset (here: "), "{facts}");
+                assert!(!facts.contains("config"), "{facts}");
+            }
+            other => panic!("process {rank}: {other:?}"),
+        }
+    }
+    // A long value is shown by its checksum; another number of facts (a
+    // different barlow) is refused before the facts themselves are summed.
+    let mut long = facts("8 records");
+    long[2] = Fact::new("config", "y".repeat(100));
+    let got = agree_across(vec![facts("8 records"), long]);
+    let message = got[1].as_ref().unwrap_err().to_string();
+    assert!(message.contains("config (here: checksum "), "{message}");
+    let got = agree_across(vec![facts("8 records"), facts("8 records")[..2].to_vec()]);
+    let message = got[0].as_ref().unwrap_err().to_string();
+    assert!(message.contains("number of facts (here: 3)"), "{message}");
+}

@@ -49,7 +49,7 @@ use crate::eval::{EvalError, FeatureConfig, knn_accuracy};
 use crate::model::torchvision::{InteropError, Weights};
 use crate::model::{Arch, BarlowTwins, Precision, ResNetConfig, normalise_u8};
 use crate::optim::{Lars, LarsConfig, WarmupCosine};
-use crate::peers::{Peer, PeerError, PeerReduce, Processes};
+use crate::peers::{Fact, Peer, PeerError, PeerReduce, Processes};
 use crate::progress::{Progress, Silent};
 use burn::optim::adaptor::OptimizerAdaptor;
 pub use checkpoint::{CheckpointError, CheckpointState};
@@ -526,14 +526,21 @@ fn lead<B: AutodiffBackend + PeerReduce>(
     // read only the checkpoint they resume from.
     let (process, processes) = share.as_ref().map_or((0, 1), |s| s.peer.process());
     let writes = process == 0;
-    if writes {
-        std::fs::create_dir_all(out).map_err(IoError::at(out))?;
-    }
     let Replica {
         mut model,
         mut optim,
         resumed,
     } = replica::<B>(cfg, run, device)?;
+    // Before anything is written: the processes of a run must start alike.
+    if let (Some(p), Some(share)) = (run.processes.as_deref(), &share) {
+        let peers = share.peer.world() / processes;
+        let start = resumed.as_ref().map_or(0, |s| s.step);
+        let facts = start_facts(cfg, &dataset, peers, start, &model)?;
+        crate::peers::agree(p, &facts)?;
+    }
+    if writes {
+        std::fs::create_dir_all(out).map_err(IoError::at(out))?;
+    }
     let log = RunLog::new(out);
     let (start_step, start, mut losses) = match resumed {
         Some(state) if writes => {
@@ -829,13 +836,7 @@ pub fn initial_model<B: AutodiffBackend>(
 
 /// The top-level keys on which two configs differ.
 fn differences(a: &TrainConfig, b: &TrainConfig) -> Result<String, TrainError> {
-    let json = |c: &TrainConfig| {
-        serde_json::to_value(c.trajectory()).map_err(|e| TrainError::Config {
-            path: PathBuf::from("config"),
-            message: e.to_string(),
-        })
-    };
-    let (a, b) = (json(a)?, json(b)?);
+    let (a, b) = (trajectory_json(a)?, trajectory_json(b)?);
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return Ok(String::new());
     };
@@ -849,6 +850,66 @@ fn differences(a: &TrainConfig, b: &TrainConfig) -> Result<String, TrainError> {
         })
         .collect::<Vec<_>>()
         .join(", "))
+}
+
+/// `cfg`'s trajectory ([`TrainConfig::trajectory`]) as JSON.
+fn trajectory_json(cfg: &TrainConfig) -> Result<serde_json::Value, TrainError> {
+    serde_json::to_value(cfg.trajectory()).map_err(|e| TrainError::Config {
+        path: PathBuf::from("config"),
+        message: e.to_string(),
+    })
+}
+
+/// What every process of a multi-process run must hold alike at its start
+/// ([`crate::peers::agree`]): each setting of the trajectory, the dataset's
+/// shards, the peers per process, where the run stops, the step it starts
+/// from and the weights it starts with.
+fn start_facts<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    dataset: &Dataset,
+    peers: usize,
+    start: u64,
+    model: &BarlowTwins<B>,
+) -> Result<Vec<Fact>, TrainError> {
+    let config = trajectory_json(cfg)?;
+    let mut facts: Vec<Fact> = match config.as_object() {
+        Some(fields) => fields
+            .iter()
+            .map(|(k, v)| Fact::new(format!("config {k}"), v.to_string()))
+            .collect(),
+        None => vec![Fact::new("config", config.to_string())],
+    };
+    let shards = dataset
+        .manifest()
+        .shards
+        .iter()
+        .fold(crc32fast::Hasher::new(), |mut h, s| {
+            h.update(s.file.as_bytes());
+            h.update(&s.num_records.to_le_bytes());
+            h.update(&s.bytes.to_le_bytes());
+            h.update(&s.index_crc32.to_le_bytes());
+            h
+        });
+    facts.extend([
+        Fact::new(
+            "dataset",
+            format!(
+                "{} records in {} shards, shard checksum {:08x}",
+                dataset.len(),
+                dataset.shards().len(),
+                shards.finalize()
+            ),
+        ),
+        Fact::new("peers per process", peers.to_string()),
+        // A process that stopped early would leave the others waiting.
+        Fact::new("max steps", format!("{:?}", cfg.max_steps)),
+        Fact::new("starting step", start.to_string()),
+        Fact::new(
+            "starting weights",
+            format!("checksum {:08x}", model.weights_checksum()),
+        ),
+    ]);
+    Ok(facts)
 }
 
 #[cfg(test)]
@@ -1014,6 +1075,70 @@ mod tests {
             d.losses,
             one.losses
         );
+    }
+
+    #[test]
+    fn processes_train_as_one_and_refuse_to_start_unlike() {
+        use crate::peers::threads::Threads;
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tiny(tmp.path(), 12);
+        let cfg = TrainConfig {
+            max_steps: Some(3),
+            log_every: 1,
+            ..small()
+        };
+        let one = RunOptions::new(tmp.path().join("one"));
+        let (_, one) = train::<Cpu>(ds.clone(), &cfg, &one, &Default::default(), &Silent).unwrap();
+        // Two processes (threads standing in for MPI), one config each.
+        let across = |name: &str, cfgs: [&TrainConfig; 2]| {
+            let out = tmp.path().join(name);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = Threads::group(2)
+                    .into_iter()
+                    .zip(cfgs)
+                    .map(|(p, cfg)| {
+                        let run = RunOptions {
+                            processes: Some(p),
+                            ..RunOptions::new(&out)
+                        };
+                        let ds = ds.clone();
+                        s.spawn(move || {
+                            train_on::<Cpu>(ds, cfg, &run, &[Default::default()], &Silent)
+                                .map(|(_, summary)| summary)
+                        })
+                    })
+                    .collect();
+                let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+                results
+            })
+        };
+        let alike = across("alike", [&cfg, &cfg]);
+        match &alike[..] {
+            [Ok(got), Ok(_)] => assert_same_losses(got, &one, "2 processes"),
+            other => panic!(
+                "{:?}",
+                other.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()
+            ),
+        }
+        // Process 1 with another seed: both refuse before the first step,
+        // each naming the seed, and nothing is written.
+        let other = TrainConfig {
+            seed: cfg.seed + 1,
+            ..cfg.clone()
+        };
+        for (rank, r) in across("unlike", [&cfg, &other]).into_iter().enumerate() {
+            match r {
+                Err(TrainError::Peer(PeerError::Disagree { process, facts, .. })) => {
+                    assert_eq!(process, rank);
+                    assert!(facts.contains("config seed (here: "), "{facts}");
+                    assert!(facts.contains("starting weights"), "{facts}");
+                    assert!(!facts.contains("dataset"), "{facts}");
+                }
+                Err(e) => panic!("process {rank}: {e}"),
+                Ok(_) => panic!("process {rank} trained with another seed beside it"),
+            }
+        }
+        assert!(!tmp.path().join("unlike").exists());
     }
 
     #[test]
