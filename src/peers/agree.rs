@@ -69,10 +69,7 @@ pub fn agree(processes: &dyn Processes, facts: &[Fact]) -> Result<(), PeerError>
         let differ: Vec<String> = round
             .iter()
             .zip(mine.chunks(4).zip(values.chunks(4)))
-            .filter(|(_, (m, s))| {
-                // m = [lo, lo², hi, hi²] of this process; s the same summed.
-                m.iter().zip(s.iter()).any(|(a, b)| b != &(a * size as f64))
-            })
+            .filter(|(_, (m, s))| differs(m, s, size))
             .map(|(f, _)| format!("{} (here: {})", f.name, f.shown()))
             .collect();
         if !differ.is_empty() {
@@ -86,6 +83,13 @@ pub fn agree(processes: &dyn Processes, facts: &[Fact]) -> Result<(), PeerError>
     Ok(())
 }
 
+/// Whether some process's pieces differ from `mine`, given their `sum`
+/// over `size` processes: each of x and x² summed must be `size` times
+/// this process's.
+fn differs(mine: &[f64], sum: &[f64], size: usize) -> bool {
+    mine.iter().zip(sum).any(|(m, s)| *s != m * size as f64)
+}
+
 /// `[lo, lo², hi, hi²]` of the CRC-32 of `value`, lo and hi its 16-bit
 /// halves: integers whose sums over up to 2^21 processes f64 holds exactly.
 fn pieces(value: &str) -> [f64; 4] {
@@ -93,4 +97,25 @@ fn pieces(value: &str) -> [f64; 4] {
     let lo = f64::from(crc & 0xffff);
     let hi = f64::from(crc >> 16);
     [lo, lo * lo, hi, hi * hi]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pieces a - d, a, a + d: the middle process's plain sum matches
+    /// (3a), only the squares' (3a² + 2d²) tells it the others differ.
+    #[test]
+    fn the_squares_catch_what_the_sum_alone_misses() {
+        let (a, d) = (1000.0f64, 7.0);
+        let held = [a - d, a, a + d];
+        let sum: Vec<f64> = vec![held.iter().sum(), held.iter().map(|x| x * x).sum()];
+        for x in held {
+            let mine = [x, x * x];
+            assert!(differs(&mine, &sum, 3), "the process holding {x}");
+        }
+        assert_eq!(sum[0], 3.0 * a, "the plain sum alone would pass");
+        let same = [a * 3.0, a * a * 3.0];
+        assert!(!differs(&[a, a * a], &same, 3));
+    }
 }

@@ -29,8 +29,10 @@ struct World(SimpleCommunicator);
 
 // SAFETY: MPI was initialised with at least `Threading::Serialized`
 // (checked in `Mpi::from_env`), which allows calls from any thread, one at
-// a time. barlow calls it one at a time: `Processes::sum` runs under the
-// peer group's lock, and `abort` only ends the process.
+// a time. barlow calls it one at a time: `Processes::sum` runs in peer 0's
+// start-up check (`peers::agree`), before any peer of the process can reach
+// an all-reduce, then only under the peer group's lock; `abort` only ends
+// the process.
 unsafe impl Send for World {}
 // SAFETY: as for `Send`: no two threads call MPI at once.
 unsafe impl Sync for World {}

@@ -542,9 +542,9 @@ fn processes_agree_only_when_every_fact_is_the_same_everywhere() {
     // Process 2 of 3 holds another dataset: every process refuses, each
     // naming the dataset with its own value and nothing else.
     let got = agree_across(vec![
-        facts("5 records"),
+        facts("8 records"),
+        facts("8 records"),
         facts("9 records"),
-        facts("7 records"),
     ]);
     for (rank, r) in got.iter().enumerate() {
         match r {
