@@ -12,20 +12,32 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `mpirun -np <np> barlow train` (as root too, with more processes than
-/// cores: CI's machine).
-fn mpirun(np: usize, data: &Path, out: &Path) -> Command {
+/// `mpirun` as root too, with more processes than cores (CI's machine);
+/// the processes still to add.
+fn open_mpi() -> Command {
     let mut c = Command::new("mpirun");
     c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .args(["--oversubscribe", "-np", &np.to_string()])
+        .arg("--oversubscribe");
+    c
+}
+
+/// Adds `np` processes of `barlow train` on `data` into `out` to `job`.
+fn train<'a>(job: &'a mut Command, np: usize, data: &Path, out: &Path) -> &'a mut Command {
+    job.args(["-np", &np.to_string()])
         .arg(env!("CARGO_BIN_EXE_barlow"))
         .arg("train")
         .arg("--data")
         .arg(data)
         .arg("--out")
         .arg(out)
-        .args(SMALL);
+        .args(SMALL)
+}
+
+/// `mpirun -np <np> barlow train`.
+fn mpirun(np: usize, data: &Path, out: &Path) -> Command {
+    let mut c = open_mpi();
+    train(&mut c, np, data, out);
     c
 }
 
@@ -150,24 +162,9 @@ fn processes_started_unlike_refuse_to_train() {
     let data = dataset(tmp.path());
     let out = tmp.path().join("unlike");
     // Open MPI's MPMD form: process 0 with seed 1, process 1 with seed 2.
-    let mut job = Command::new("mpirun");
-    job.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .arg("--oversubscribe");
-    for (i, seed) in ["1", "2"].into_iter().enumerate() {
-        if i > 0 {
-            job.arg(":");
-        }
-        job.args(["-np", "1"])
-            .arg(env!("CARGO_BIN_EXE_barlow"))
-            .arg("train")
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
-            .args(SMALL)
-            .args(["--seed", seed]);
-    }
+    let mut job = open_mpi();
+    train(&mut job, 1, &data, &out).args(["--seed", "1", ":"]);
+    train(&mut job, 1, &data, &out).args(["--seed", "2"]);
     let done = job.output().unwrap();
     let err = String::from_utf8_lossy(&done.stderr);
     assert!(!done.status.success(), "{err}");

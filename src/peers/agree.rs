@@ -29,9 +29,7 @@ impl Fact {
             value: value.into(),
         }
     }
-}
 
-impl Fact {
     /// The value for a message: itself, or its checksum when long.
     fn shown(&self) -> String {
         if self.value.chars().count() <= 80 {

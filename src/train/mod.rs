@@ -1108,8 +1108,10 @@ mod tests {
                         })
                     })
                     .collect();
-                let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-                results
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect::<Vec<_>>()
             })
         };
         let alike = across("alike", [&cfg, &cfg]);
