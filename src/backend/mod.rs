@@ -11,6 +11,8 @@
 //! backend computes what the CPU computes.
 
 pub mod check;
+#[cfg(all(debug_assertions, any(feature = "vulkan", feature = "cuda")))]
+pub mod instances;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
 
