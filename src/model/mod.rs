@@ -1,6 +1,7 @@
 //! The network: a ResNet backbone and the Barlow Twins projector.
 
 pub mod init;
+pub mod kernels;
 pub mod norm;
 pub mod precision;
 pub mod resnet;

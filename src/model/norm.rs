@@ -7,6 +7,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
 
+use super::kernels;
 use super::precision::{cast, to_f32};
 use crate::peers::{Reducer, reduce};
 
@@ -39,17 +40,9 @@ pub fn global_moments<B: Backend, const D: usize>(
     reducer: &dyn Reducer<B>,
     batch: usize,
 ) -> (Tensor<B, 1>, Tensor<B, 1>, usize) {
-    let dims = x.dims();
-    let channels = dims[1];
-    let count = batch * dims[2..].iter().product::<usize>();
-    let per_channel = |t: Tensor<B, D>| -> Tensor<B, 1> {
-        let m = t.dims()[0] * t.dims()[2..].iter().product::<usize>();
-        reduce(reducer, t.swap_dims(0, 1).reshape([channels, m]).sum_dim(1)).reshape([channels])
-    };
-    let mut shape = [1; D];
-    shape[1] = channels;
-    let mean = per_channel(x.clone()) / count as f64;
-    let var = per_channel((x - mean.clone().reshape(shape)).square()) / count as f64;
+    let count = batch * x.dims()[2..].iter().product::<usize>();
+    let mean = reduce(reducer, kernels::channel_sums(x.clone())) / count as f64;
+    let var = reduce(reducer, kernels::squared_deviation_sums(x, mean.clone())) / count as f64;
     (mean, var, count)
 }
 
@@ -76,12 +69,11 @@ fn batch_norm_f32<B: Backend, const D: usize>(
     norm: Norm<'_, B>,
 ) -> Tensor<B, D> {
     let Norm::Global { reducer, batch } = norm else {
-        return bn.forward(x);
+        return kernels::batch_norm(bn, x);
     };
     if !B::ad_enabled(&x.device()) {
         return bn.forward(x);
     }
-    let channels = x.dims()[1];
     let device = x.device();
     let (mean, var, count) = global_moments(x.clone(), reducer, batch);
     let unbiased = count as f64 / (count.max(2) - 1) as f64;
@@ -93,8 +85,6 @@ fn batch_norm_f32<B: Backend, const D: usize>(
     bn.running_var
         .update((running_var * (1.0 - m) + var.clone().detach() * (m * unbiased)).detach());
 
-    let mut shape = [1; D];
-    shape[1] = channels;
-    let std = var.reshape(shape).add_scalar(bn.epsilon).sqrt();
-    (x - mean.reshape(shape)) / std * bn.gamma.val().reshape(shape) + bn.beta.val().reshape(shape)
+    let stats = [mean, var, bn.gamma.val(), bn.beta.val()];
+    kernels::normalize(x, stats, bn.epsilon)
 }

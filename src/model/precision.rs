@@ -22,8 +22,6 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{DType, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -74,30 +72,32 @@ pub fn to_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 }
 
 /// `conv` applied to `x` in the compute dtype of `precision`; the output
-/// is in that dtype. In f32 it is `conv.forward(x)`.
+/// is in that dtype. In f32 on the CPU it runs barlow's own kernels
+/// ([`super::kernels`]); elsewhere burn's convolution.
 pub fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, precision: Precision) -> Tensor<B, 4> {
-    let dt = precision.compute();
-    if dt == FloatDType::F32 {
-        return conv.forward(x);
-    }
-    // barlow's convolutions are all built with explicit padding
-    // (`resnet::conv`); any other padding would take burn's own path in f32.
+    // barlow's convolutions are all built with explicit padding, no bias,
+    // groups and dilation 1 (`resnet::conv`); any other takes burn's
+    // module in f32.
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
-        debug_assert!(false, "a convolution without explicit padding escapes bf16");
+        debug_assert!(
+            false,
+            "a convolution without explicit padding escapes the funnel"
+        );
         return conv.forward(x);
     };
-    let options = PaddedConvOptions::asymmetric(
-        conv.stride,
-        [top, left],
-        [bottom, right],
-        conv.dilation,
-        conv.groups,
-    );
-    conv2d(
+    if conv.bias.is_some() || conv.groups != 1 || conv.dilation != [1, 1] {
+        debug_assert!(
+            false,
+            "a convolution with a bias, groups or dilation escapes the funnel"
+        );
+        return conv.forward(x);
+    }
+    let dt = precision.compute();
+    super::kernels::conv2d(
         cast(x, dt),
         cast(conv.weight.val(), dt),
-        conv.bias.as_ref().map(|b| cast(b.val(), dt)),
-        options,
+        conv.stride,
+        [top, left, bottom, right],
     )
 }
 
