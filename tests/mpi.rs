@@ -211,5 +211,11 @@ fn sigterm_to_mpirun_stops_every_process_after_the_same_step_and_resumes() {
         .args(["--max-steps", &end])
         .output()
         .unwrap());
-    assert_same_losses(&losses(&run), &losses(&one), "stopped and resumed");
+    // Two processes sum their halves of every batch statistic and gradient
+    // where one process sums the whole batch: the same sums, rounded in
+    // another order. Over the tens of steps this run takes before the
+    // signal lands (more, the faster a step), the losses drift apart by
+    // about 1e-7 a step (1e-6 at step 25, 1.2e-5 at step 41 on the Zen 4
+    // VM), with no jump at the resume.
+    assert_losses_within(&losses(&run), &losses(&one), 1e-4, "stopped and resumed");
 }

@@ -203,11 +203,16 @@ pub fn losses(run: &Path) -> Vec<(u64, f64)> {
 
 /// `got` has `want`'s steps and losses within 1e-5 relative.
 pub fn assert_same_losses(got: &[(u64, f64)], want: &[(u64, f64)], what: &str) {
+    assert_losses_within(got, want, 1e-5, what);
+}
+
+/// `got` has `want`'s steps and losses within `rel` relative.
+pub fn assert_losses_within(got: &[(u64, f64)], want: &[(u64, f64)], rel: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
     for ((s, a), (t, b)) in want.iter().zip(got) {
         assert_eq!(s, t, "{what}");
         assert!(
-            (a - b).abs() <= 1e-5 * a.abs(),
+            (a - b).abs() <= rel * a.abs(),
             "{what}, step {s}: {a} vs {b}"
         );
     }

@@ -1,20 +1,16 @@
-//! Training-mode BatchNorm on the CPU, forward and backward, each in two
-//! passes over the data.
+//! Training-mode BatchNorm on the CPU as three passes over the data, each
+//! with its backward step.
 //!
 //! `x` is `[N, C, S]` (`S` = H·W for an image, 1 for the projector's
-//! `[N, C]`). Forward: the per-channel mean, then the biased variance from
-//! squared deviations (two passes, as burn's BatchNorm computes them),
-//! then `y = (x − mean) · γ/√(var + ε) + β`. Backward, with
-//! `x̂ = (x − mean)/√(var + ε)`: the sums `Σ dy` (β's gradient) and
-//! `Σ dy·x̂` (γ's), then `dx = γ/√(var + ε) · (dy − Σdy/M − x̂·Σdy·x̂/M)`
-//! with `M = N·S`. Sums run in f32 lanes within a row and in f64 across
-//! rows, in a fixed order whatever the number of threads.
-//!
-//! The SyncBatchNorm of data-parallel peers takes its statistics from the
-//! global batch, summed over the peers between the passes; for it the
-//! same passes are offered one by one ([`sums`], [`squared_deviation_sums`],
-//! [`normalize`], and their backward steps), so that the peers' sums sit
-//! between them in the autodiff graph.
+//! `[N, C]`). The passes: the per-channel sums ([`sums`], the mean once
+//! divided by the count), the sums of squared deviations from that mean
+//! ([`squared_deviation_sums`], the biased variance: two passes, as burn's
+//! BatchNorm computes them), and `y = (x − mean) · γ/√(var + ε) + β`
+//! ([`normalize`]). The autodiff graph strings them together, so that the
+//! SyncBatchNorm of data-parallel peers puts the peers' sums between them
+//! and one device, with nothing between, rounds as the peers do. Sums run
+//! in f32 lanes within a row and in f64 across rows, in a fixed order
+//! whatever the number of threads.
 
 use rayon::prelude::*;
 
@@ -48,63 +44,6 @@ pub struct Moments {
     pub mean: Vec<f32>,
     /// Biased.
     pub var: Vec<f32>,
-}
-
-/// Normalises `x` into `y` with the batch's statistics, which it returns.
-pub fn forward(
-    s: &NormShape,
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f64,
-    y: &mut [f32],
-) -> Moments {
-    let count = s.count().max(1) as f64;
-    let mean: Vec<f32> = sums(s, x).iter().map(|&t| (t / count) as f32).collect();
-    let var: Vec<f32> = squared_deviation_sums(s, x, &mean)
-        .iter()
-        .map(|&t| (t / count) as f32)
-        .collect();
-    let moments = Moments { mean, var };
-    normalize(s, x, &moments, gamma, beta, eps, y);
-    moments
-}
-
-/// The gradients of [`forward`]: the input's into `dx` (when asked for),
-/// and γ's and β's, returned.
-pub fn backward(
-    s: &NormShape,
-    x: &[f32],
-    dy: &[f32],
-    gamma: &[f32],
-    moments: &Moments,
-    eps: f64,
-    dx: Option<&mut [f32]>,
-) -> (Vec<f32>, Vec<f32>) {
-    let (dbeta, dgamma) = affine_gradients(s, x, dy, moments, eps);
-    if let Some(dx) = dx {
-        assert_eq!(dx.len(), s.len(), "input gradient of {s:?}");
-        let m = s.count().max(1) as f64;
-        let inv = inv_stds(&moments.var, eps);
-        let coef: Vec<[f32; 4]> = (0..s.channels)
-            .map(|c| {
-                [
-                    gamma[c] * inv[c],
-                    (dbeta[c] / m) as f32,
-                    (dgamma[c] / m) as f32 * inv[c],
-                    moments.mean[c],
-                ]
-            })
-            .collect();
-        map_rows(s, dx, |c, row, range| {
-            let [a, mean_dy, k, mu] = coef[c];
-            let (g, xv) = (&dy[range.clone()], &x[range]);
-            for ((o, g), xv) in row.iter_mut().zip(g).zip(xv) {
-                *o = a * (g - mean_dy - (xv - mu) * k);
-            }
-        });
-    }
-    (to_f32(&dgamma), to_f32(&dbeta))
 }
 
 /// Per channel, `Σ x`.

@@ -155,10 +155,7 @@ pub fn norm_shape(dims: &[usize]) -> Option<NormShape> {
     }
 }
 
-#[derive(Debug)]
-struct NormBackward;
-
-/// What a BatchNorm's backward step keeps of its forward pass.
+/// What a BatchNorm pass's backward step keeps of its forward pass.
 #[derive(Debug, Clone)]
 struct NormState {
     shape: NormShape,
@@ -166,74 +163,6 @@ struct NormState {
     gamma: FlexTensor,
     moments: Moments,
     eps: f64,
-}
-
-impl Backward<Flex, 3> for NormBackward {
-    type State = NormState;
-
-    fn backward(self, ops: Ops<NormState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let NormState {
-            shape: s,
-            x,
-            gamma,
-            moments,
-            eps,
-        } = ops.state;
-        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
-        let [x_node, gamma_node, beta_node] = ops.parents;
-        let mut dx = x_node.as_ref().map(|_| vec![0.0; s.len()]);
-        let (dgamma, dbeta) = batch_norm::backward(
-            &s,
-            values(&x),
-            values(&dy),
-            values(&gamma),
-            &moments,
-            eps,
-            dx.as_deref_mut(),
-        );
-        if let (Some(node), Some(dx)) = (x_node, dx) {
-            grads.register::<Flex>(node.id, tensor(dx, dims(&x)));
-        }
-        for (node, v) in [(gamma_node, dgamma), (beta_node, dbeta)] {
-            if let Some(node) = node {
-                grads.register::<Flex>(node.id, tensor(v, vec![s.channels]));
-            }
-        }
-    }
-}
-
-/// Training-mode BatchNorm on `Autodiff<Flex>`: the normalised `x`, and
-/// the batch's mean and biased variance (untracked, `[C]`).
-pub fn batch_norm_autodiff<C: CheckpointStrategy>(
-    s: &NormShape,
-    x: Tracked<C>,
-    gamma: Tracked<C>,
-    beta: Tracked<C>,
-    eps: f64,
-) -> (Tracked<C>, FlexTensor, FlexTensor) {
-    let (xp, gp, bp) = (
-        contiguous(&x.primitive),
-        contiguous(&gamma.primitive),
-        contiguous(&beta.primitive),
-    );
-    let mut y = vec![0.0; s.len()];
-    let moments = batch_norm::forward(s, values(&xp), values(&gp), values(&bp), eps, &mut y);
-    let y = tensor(y, dims(&xp));
-    let mean = tensor(moments.mean.clone(), vec![s.channels]);
-    let var = tensor(moments.var.clone(), vec![s.channels]);
-    let out = record::<_, C, _>(
-        NormBackward,
-        [&x, &gamma, &beta],
-        NormState {
-            shape: *s,
-            x: xp,
-            gamma: gp,
-            moments,
-            eps,
-        },
-        y,
-    );
-    (out, mean, var)
 }
 
 /// A `[C]` tensor from f64 sums.
