@@ -1,7 +1,10 @@
 //! Where a training-mode BatchNorm takes its statistics: from this
-//! device's batch ([`Norm::Local`], burn's own BatchNorm, the single-device
-//! path) or from the global batch of all data-parallel peers
-//! ([`Norm::Global`], SyncBatchNorm).
+//! device's batch ([`Norm::Local`], the single-device path) or from the
+//! global batch of all data-parallel peers ([`Norm::Global`],
+//! SyncBatchNorm). Both run the same passes ([`super::kernels`]), the
+//! peers' sums between them for the global batch, so that one device and
+//! several round alike; on a GPU backend the local one is burn's own
+//! BatchNorm.
 
 use burn::nn::BatchNorm;
 use burn::tensor::backend::Backend;
@@ -40,19 +43,34 @@ pub fn global_moments<B: Backend, const D: usize>(
     reducer: &dyn Reducer<B>,
     batch: usize,
 ) -> (Tensor<B, 1>, Tensor<B, 1>, usize) {
+    moments(x, Some(reducer), batch)
+}
+
+/// [`global_moments`], over this device's batch (`batch`, its size) when
+/// there is no `reducer`.
+fn moments<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    reducer: Option<&dyn Reducer<B>>,
+    batch: usize,
+) -> (Tensor<B, 1>, Tensor<B, 1>, usize) {
+    let sum = |t: Tensor<B, 1>| match reducer {
+        Some(r) => reduce(r, t),
+        None => t,
+    };
     let count = batch * x.dims()[2..].iter().product::<usize>();
-    let mean = reduce(reducer, kernels::channel_sums(x.clone())) / count as f64;
-    let var = reduce(reducer, kernels::squared_deviation_sums(x, mean.clone())) / count as f64;
+    let mean = sum(kernels::channel_sums(x.clone())) / count as f64;
+    let var = sum(kernels::squared_deviation_sums(x, mean.clone())) / count as f64;
     (mean, var, count)
 }
 
 /// `bn` applied to `x` with the statistics `norm` names, computed in f32
 /// and returned in `x`'s dtype (under mixed precision, bf16 in and out,
-/// statistics and normalisation in f32). With
-/// [`Norm::Local`], or outside training (no autodiff), it is `bn.forward`.
-/// With [`Norm::Global`] it normalises with the global batch's mean and
-/// biased variance and updates the running statistics as PyTorch's
-/// SyncBatchNorm does, with the unbiased global variance.
+/// statistics and normalisation in f32). Outside training (no autodiff)
+/// it is `bn.forward`. With [`Norm::Local`] it normalises with the batch's
+/// mean and biased variance and updates the running statistics as burn's
+/// BatchNorm does (with the biased variance); with [`Norm::Global`], with
+/// the global batch's, updating them as PyTorch's SyncBatchNorm does (with
+/// the unbiased global variance).
 pub fn batch_norm<B: Backend, const D: usize>(
     bn: &BatchNorm<B>,
     x: Tensor<B, D>,
@@ -68,22 +86,30 @@ fn batch_norm_f32<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     norm: Norm<'_, B>,
 ) -> Tensor<B, D> {
-    let Norm::Global { reducer, batch } = norm else {
-        return kernels::batch_norm(bn, x);
-    };
     if !B::ad_enabled(&x.device()) {
         return bn.forward(x);
     }
+    // burn's BatchNorm updates its running variance with the biased batch
+    // variance, PyTorch's SyncBatchNorm with the unbiased one.
+    let (reducer, batch, unbiased_running_var) = match norm {
+        Norm::Global { reducer, batch } => (Some(reducer), batch, true),
+        Norm::Local if kernels::active::<B>() => (None, x.dims()[0], false),
+        Norm::Local => return bn.forward(x),
+    };
     let device = x.device();
-    let (mean, var, count) = global_moments(x.clone(), reducer, batch);
-    let unbiased = count as f64 / (count.max(2) - 1) as f64;
+    let (mean, var, count) = moments(x.clone(), reducer, batch);
+    let var_factor = if unbiased_running_var {
+        count as f64 / (count.max(2) - 1) as f64
+    } else {
+        1.0
+    };
     let m = bn.momentum;
     let running_mean = bn.running_mean.value_sync().to_device(&device);
     let running_var = bn.running_var.value_sync().to_device(&device);
     bn.running_mean
         .update((running_mean * (1.0 - m) + mean.clone().detach() * m).detach());
     bn.running_var
-        .update((running_var * (1.0 - m) + var.clone().detach() * (m * unbiased)).detach());
+        .update((running_var * (1.0 - m) + var.clone().detach() * (m * var_factor)).detach());
 
     let stats = [mean, var, bn.gamma.val(), bn.beta.val()];
     kernels::normalize(x, stats, bn.epsilon)

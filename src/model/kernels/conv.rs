@@ -96,7 +96,7 @@ const CHUNK_VALUES: usize = 1 << 23;
 
 /// The buffers a convolution reuses from call to call on one thread.
 #[derive(Default)]
-pub struct Scratch {
+struct Scratch {
     col: Vec<f32>,
     cnp: Vec<f32>,
     weight: Vec<f32>,

@@ -10,7 +10,9 @@
 //! kernels here compute the same functions as im2col + `gemm` and as
 //! passes over contiguous rows, split over Flex's rayon pool.
 //!
-//! [`conv2d`] and [`batch_norm`] are the model's entry points. On Flex and
+//! [`conv2d`] and the three BatchNorm passes ([`channel_sums`],
+//! [`squared_deviation_sums`], [`normalize`], strung together by
+//! [`crate::model::norm`]) are the model's entry points. On Flex and
 //! `Autodiff<Flex>` (the trainer's CPU backend, see [`crate::backend`])
 //! they run these kernels, registering their own backward steps under
 //! autodiff; on every other backend, and for inputs the kernels do not
@@ -25,7 +27,6 @@ use std::any::{Any, TypeId};
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::nn::BatchNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::ops::PaddedConvOptions;
@@ -41,7 +42,7 @@ thread_local! {
     static BURN_OPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with [`conv2d`] and [`batch_norm`] calling burn's own ops on
+/// Runs `f` with the entry points calling burn's own ops on
 /// every backend, on this thread: the reference the kernels are tested
 /// and measured against.
 pub fn with_burn_ops<R>(f: impl FnOnce() -> R) -> R {
@@ -95,38 +96,10 @@ fn burn_conv2d<B: Backend>(
     burn::tensor::module::conv2d(x, weight, None, options)
 }
 
-/// `bn` applied to `x` (`[N, C, ...]`) as `bn.forward` does: in training
-/// (an autodiff backend) with the batch's statistics, updating the
-/// running statistics with the batch mean and biased variance; otherwise
-/// with the running statistics.
-///
-/// On the CPU it is the three passes of the peers' SyncBatchNorm
-/// ([`channel_sums`], [`squared_deviation_sums`], [`normalize`]) with
-/// nothing summed between them, so that one device and several round
-/// alike.
-pub fn batch_norm<B: Backend, const D: usize>(bn: &BatchNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
-    let usable = TypeId::of::<B>() == TypeId::of::<Cpu>()
-        && all_f32(&[x.dtype(), gamma.dtype(), beta.dtype()])
-        && B::ad_enabled(&x.device())
-        && !burn_ops()
-        && D >= 2;
-    if !usable {
-        return bn.forward(x);
-    }
-    let dims = x.dims();
-    let count = (dims[0] * dims[2..].iter().product::<usize>()) as f64;
-    let mean = channel_sums(x.clone()) / count;
-    let var = squared_deviation_sums(x.clone(), mean.clone()) / count;
-    let m = bn.momentum;
-    let device = x.device();
-    let running_mean = bn.running_mean.value_sync().to_device(&device);
-    let running_var = bn.running_var.value_sync().to_device(&device);
-    bn.running_mean
-        .update((running_mean.mul_scalar(1.0 - m) + mean.clone().detach().mul_scalar(m)).detach());
-    bn.running_var
-        .update((running_var.mul_scalar(1.0 - m) + var.clone().detach().mul_scalar(m)).detach());
-    normalize(x, [mean, var, gamma, beta], bn.epsilon)
+/// Whether the kernels compute on backend `B` (on this thread): the
+/// trainer's CPU backend, unless [`with_burn_ops`] switched them off.
+pub fn active<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Cpu>() && !burn_ops()
 }
 
 /// Per channel (dim 1) of `x` (`[N, C, ...]`), the sum of its values

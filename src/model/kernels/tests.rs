@@ -11,7 +11,8 @@ use burn::tensor::{Tensor, TensorData};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::{batch_norm, conv2d, with_burn_ops};
+use super::{conv2d, with_burn_ops};
+use crate::model::norm::batch_norm;
 use crate::model::{Arch, BarlowTwins, Norm, Precision, ResNetConfig};
 use crate::train::barlow_twins_gradients_with;
 
@@ -145,8 +146,8 @@ fn check_batch_norm<const D: usize>(shape: [usize; D]) {
         let x = x.clone().detach().require_grad();
         let f = || {
             // Two steps: the running statistics move twice.
-            let _ = batch_norm(bn, x.clone());
-            let y = batch_norm(bn, x.clone());
+            let _ = batch_norm(bn, x.clone(), Norm::Local);
+            let y = batch_norm(bn, x.clone(), Norm::Local);
             let grads = (y.clone() * r.clone()).sum().backward();
             (y, grads)
         };
