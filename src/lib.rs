@@ -11,9 +11,12 @@
 //!   [`data::sampler`] -> [`data::decode`] -> [`data::augment`] ->
 //!   [`data::loader`] (batch slots, workers, prefetch).
 //! - The method: [`model`] (ResNet + projector), [`loss`] (the Barlow Twins
-//!   objective), [`optim`] (LARS and its schedule), [`train`] (the loop,
-//!   checkpoints), [`eval`] (kNN), on a [`backend`] (CPU or CUDA).
-//! - Small shared pieces: [`fs`] (atomic writes), [`pool`] (the worker
+//!   objective), [`optim`] (LARS and its schedule), [`train`] (the loop),
+//!   [`peers`] (several devices), [`eval`] (kNN, the linear probe), on a
+//!   [`backend`] (CPU or a GPU).
+//! - What a run leaves: [`run`] (the run folder: config, logs,
+//!   checkpoints), read by [`eval`] and drawn by [`report`].
+//! - Small shared pieces: [`chart`] (line charts), [`fs`] (atomic writes), [`pool`] (the worker
 //!   pool of the offline tools), [`rng`] (named random streams),
 //!   [`progress`] (reporting without printing), [`error`] (the I/O error
 //!   shape every module uses).
@@ -31,8 +34,10 @@ pub mod model;
 pub mod optim;
 pub mod peers;
 pub mod report;
+pub mod run;
 pub mod train;
 
+pub mod chart;
 pub mod error;
 pub mod fs;
 pub mod pool;

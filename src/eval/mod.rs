@@ -22,7 +22,7 @@ use crate::error::IoError;
 use crate::model::torchvision::{InteropError, Weights};
 use crate::model::{BarlowTwins, ResNet, ResNetConfig, normalise_u8};
 use crate::progress::Progress;
-use crate::train::checkpoint::{self, CheckpointError};
+use crate::run::checkpoint::{self, CheckpointError};
 
 /// Why an evaluation failed.
 #[derive(Debug, thiserror::Error)]

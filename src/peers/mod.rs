@@ -32,6 +32,48 @@ use std::time::{Duration, Instant};
 pub use agree::{Fact, agree};
 pub use reduce::{PeerReduce, Reducer, combine_gradients, reduce};
 
+/// What one peer's all-reduces of tensors have cost so far: the sums of
+/// the BatchNorms and the loss (forward and backward) and of the
+/// gradients, as the trainer runs them ([`Reducer`], [`combine_gradients`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    /// Collective calls.
+    pub calls: u64,
+    /// Values summed: each call's tensor length.
+    pub values: u64,
+    /// Times the host waited for the device to read a tensor back: one per
+    /// call (the tensor to sum) and one per step (the stop vote that rides
+    /// with the gradients).
+    pub round_trips: u64,
+    /// Seconds spent in them: reading back, converting, waiting for the
+    /// other peers, summing, uploading the sum.
+    pub seconds: f64,
+}
+
+impl Traffic {
+    /// Bytes this peer puts into the sums: every value as an f64.
+    pub fn sent_bytes(&self) -> u64 {
+        self.values * 8
+    }
+
+    /// What was spent after `earlier` (a previous reading of the same peer).
+    pub fn since(&self, earlier: &Traffic) -> Traffic {
+        Traffic {
+            calls: self.calls - earlier.calls,
+            values: self.values - earlier.values,
+            round_trips: self.round_trips - earlier.round_trips,
+            seconds: self.seconds - earlier.seconds,
+        }
+    }
+
+    fn add(&mut self, other: &Traffic) {
+        self.calls += other.calls;
+        self.values += other.values;
+        self.round_trips += other.round_trips;
+        self.seconds += other.seconds;
+    }
+}
+
 /// Why a collective operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PeerError {
@@ -109,6 +151,8 @@ struct Group {
     processes: Option<Arc<dyn Processes>>,
     state: Mutex<State>,
     turn: Condvar,
+    /// Each local peer's [`Traffic`], written by its own thread only.
+    traffic: Vec<Mutex<Traffic>>,
 }
 
 #[derive(Default)]
@@ -148,6 +192,7 @@ pub fn group_across(
             ..State::default()
         }),
         turn: Condvar::new(),
+        traffic: (0..world).map(|_| Mutex::default()).collect(),
     });
     (0..world)
         .map(|rank| Peer {
@@ -272,6 +317,22 @@ impl Peer {
             });
         }
         self.group.turn.notify_all();
+    }
+
+    /// What this peer's all-reduces of tensors have cost so far.
+    pub fn traffic(&self) -> Traffic {
+        match self.group.traffic[self.rank].lock() {
+            Ok(t) => *t,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Adds `spent` to this peer's [`Peer::traffic`].
+    pub(crate) fn count(&self, spent: Traffic) {
+        match self.group.traffic[self.rank].lock() {
+            Ok(mut t) => t.add(&spent),
+            Err(poisoned) => poisoned.into_inner().add(&spent),
+        }
     }
 
     /// The group's failure, if any peer has failed.

@@ -1,6 +1,8 @@
 //! The differentiable all-reduce, and the combination of the peers'
 //! parameter gradients.
 
+use std::time::Instant;
+
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -12,7 +14,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{ElementConversion, Tensor, TensorData, TensorPrimitive};
 
-use super::{Peer, PeerError};
+use super::{Peer, PeerError, Traffic};
 
 /// A sum over the peers of a group, as the model's BatchNorms and the
 /// loss call it (see [`crate::model::norm::Norm`]).
@@ -63,15 +65,22 @@ fn host_sum<B: Backend>(x: FloatTensor<B>, peer: &Peer) -> FloatTensor<B> {
     .tensor()
 }
 
+/// The sum over the peers of `t`, through the host; counted in the peer's
+/// [`Traffic`].
 fn host_sum_tensor<B: Backend>(t: Tensor<B, 1>, peer: &Peer) -> Result<Tensor<B, 1>, PeerError> {
+    let started = Instant::now();
     let (device, dtype) = (t.device(), t.dtype());
     let mut values: Vec<f64> = t.into_data().convert::<f64>().iter::<f64>().collect();
     peer.all_reduce(&mut values)?;
     let n = values.len();
-    Ok(Tensor::from_data(
-        TensorData::new(values, [n]).convert_dtype(dtype),
-        &device,
-    ))
+    let sum = Tensor::from_data(TensorData::new(values, [n]).convert_dtype(dtype), &device);
+    peer.count(Traffic {
+        calls: 1,
+        values: n as u64,
+        round_trips: 1,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(sum)
 }
 
 #[derive(Debug)]
@@ -143,10 +152,19 @@ pub fn combine_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     };
     flat.push(Tensor::from_floats([vote as f32], &device));
     let mut all = Tensor::cat(flat, 0);
-    if let Some(peer) = peer.filter(|p| p.world() > 1) {
+    let peer = peer.filter(|p| p.world() > 1);
+    if let Some(peer) = peer {
         all = host_sum_tensor(all, peer)?;
     }
+    let started = Instant::now();
     let votes = all.clone().slice(n..n + 1).into_scalar().elem::<f64>();
+    if let Some(peer) = peer {
+        peer.count(Traffic {
+            round_trips: 1,
+            seconds: started.elapsed().as_secs_f64(),
+            ..Traffic::default()
+        });
+    }
     let all = all.slice(0..n).mul_scalar(1.0 / (world as f64 * divisor));
     let mut put = Put::<B> {
         grads: &mut grads,

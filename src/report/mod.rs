@@ -8,20 +8,18 @@
 //! checkpoints) and the latest checkpoint's `state.json` (the run's
 //! config). What it writes into the output folder: `index.html`,
 //! `loss.png`, `lr_weights.png`, `lr_biases.png`, `images_per_sec.png`,
-//! `data_wait.png` and `accuracy.png`.
-
-pub mod chart;
+//! `data_wait.png`, `accuracy.png` and, for a run on several peers,
+//! `all_reduce.png` (the time their sums took per step).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use crate::chart::{self, Chart, DARK, GREEN, HEIGHT, LIGHT, ORANGE, Series, WIDTH};
 use crate::error::IoError;
 use crate::eval::linear::ProbeLog;
-use crate::train::checkpoint;
-use crate::train::{KnnLog, StepLog};
-use chart::{Chart, DARK, GREEN, LIGHT, ORANGE, Series};
+use crate::run::{KnnLog, PeerTraffic, StepLog, checkpoint, loss_chart};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -39,51 +37,6 @@ pub enum ReportError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("{0}")]
     Draw(String),
-}
-
-const WIDTH: u32 = 900;
-const HEIGHT: u32 = 420;
-
-/// The loss chart: every logged loss and its moving average.
-pub fn loss_chart(losses: &[(u64, f32)]) -> Chart {
-    let raw: Vec<(f64, f64)> = losses
-        .iter()
-        .map(|&(s, l)| (s as f64, f64::from(l)))
-        .collect();
-    let window = (raw.len() / 10).max(1);
-    let smooth: Vec<(f64, f64)> = raw
-        .windows(window)
-        .map(|w| {
-            (
-                w[w.len() - 1].0,
-                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
-            )
-        })
-        .collect();
-    Chart {
-        title: "Barlow Twins loss".into(),
-        x_label: "training step".into(),
-        y_label: "loss".into(),
-        series: vec![
-            Series {
-                name: "logged loss".into(),
-                points: raw,
-                color: LIGHT,
-                width: 1,
-            },
-            Series {
-                name: format!("moving average ({window} logs)"),
-                points: smooth,
-                color: DARK,
-                width: 2,
-            },
-        ],
-    }
-}
-
-/// Draws [`loss_chart`] into a PNG (the `loss.png` of a run folder).
-pub fn loss_png(path: &Path, losses: &[(u64, f32)]) -> Result<(), ReportError> {
-    chart::png(&loss_chart(losses), path, WIDTH, HEIGHT).map_err(ReportError::Draw)
 }
 
 /// Reads a JSONL file; a missing file is empty.
@@ -163,7 +116,7 @@ pub fn write(run: &Path, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
             .collect()
     };
     let losses: Vec<(u64, f32)> = steps.iter().map(|s| (s.step, s.loss)).collect();
-    let charts: Vec<(&str, Chart)> = vec![
+    let mut charts: Vec<(&str, Chart)> = vec![
         ("loss", loss_chart(&losses)),
         (
             "lr_weights",
@@ -231,6 +184,27 @@ pub fn write(run: &Path, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
             },
         ),
     ];
+    // Runs on several peers: what their all-reduces cost.
+    let traffic: Vec<(f64, PeerTraffic)> = steps
+        .iter()
+        .filter(|s| s.step > 0)
+        .filter_map(|s| s.peers.map(|t| (s.step as f64, t)))
+        .collect();
+    if !traffic.is_empty() {
+        charts.push((
+            "all_reduce",
+            Chart {
+                title: "Time in the peers' all-reduces, per step".into(),
+                x_label: "training step".into(),
+                y_label: "milliseconds".into(),
+                series: vec![line(
+                    "all-reduce",
+                    traffic.iter().map(|(s, t)| (*s, 1e3 * t.seconds)).collect(),
+                    ORANGE,
+                )],
+            },
+        ));
+    }
 
     std::fs::create_dir_all(out).map_err(IoError::at(out))?;
     let mut files = Vec::new();
@@ -275,6 +249,18 @@ pub fn write(run: &Path, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
         row(
             "data wait (mean of the logs)",
             format!("{:.2}%", mean(&after_first(&|s| 100.0 * s.data_wait))),
+        );
+    }
+    if let Some((_, t)) = traffic.last() {
+        let ms = traffic.iter().map(|(_, t)| 1e3 * t.seconds).sum::<f64>() / traffic.len() as f64;
+        row(
+            "peers' all-reduces per step (each peer)",
+            format!(
+                "{} calls, {:.1} MB sent, {} host round trips, {ms:.1} ms (mean of the logs)",
+                t.collectives,
+                t.sent_bytes as f64 / 1e6,
+                t.round_trips
+            ),
         );
     }
     if let Some(k) = knn.last() {
@@ -365,5 +351,34 @@ mod tests {
         let files = write(tmp.path(), &tmp.path().join("r")).unwrap();
         let html = std::fs::read_to_string(&files[0]).unwrap();
         assert!(html.contains("9.50 at step 0"), "the good line is reported");
+    }
+
+    #[test]
+    fn a_run_on_several_peers_gets_its_traffic_charted_and_summed_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let line = |step: u64, peers: &str| {
+            format!(
+                r#"{{"epoch":0,"step":{step},"lr_weights":0.1,"lr_biases":0.002,"loss":9.5,"images_per_sec":1.0,"data_wait":0.0{peers}}}"#
+            )
+        };
+        let traffic = r#","peers":{"collectives":179,"values":1000000,"sent_bytes":8000000,"round_trips":180,"seconds":0.004}"#;
+        let log = [line(0, traffic), line(1, traffic), line(3, traffic)].join("\n") + "\n";
+        std::fs::write(tmp.path().join("log.jsonl"), log).unwrap();
+        let out = tmp.path().join("r");
+        let files = write(tmp.path(), &out).unwrap();
+        assert!(files.contains(&out.join("all_reduce.png")), "{files:?}");
+        let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(
+            html.contains("179 calls, 8.0 MB sent, 180 host round trips, 4.0 ms"),
+            "{html}"
+        );
+        // One device: no such chart.
+        let one = [line(0, ""), line(1, "")].join("\n") + "\n";
+        std::fs::write(tmp.path().join("log.jsonl"), one).unwrap();
+        let files = write(tmp.path(), &out.join("one")).unwrap();
+        assert!(
+            !files.iter().any(|f| f.ends_with("all_reduce.png")),
+            "{files:?}"
+        );
     }
 }

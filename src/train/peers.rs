@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use burn::tensor::backend::AutodiffBackend;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::{Parallel, Replica, RunOptions, TrainConfig, TrainError, data_parallel_step, replica};
+use super::replica::{Replica, replica};
+use super::{Parallel, RunOptions, TrainConfig, TrainError, data_parallel_step};
 use crate::data::loader::Batch;
 use crate::model::normalise_u8;
 use crate::peers::{Peer, PeerError, PeerReduce};

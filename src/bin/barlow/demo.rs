@@ -1,6 +1,6 @@
 //! `barlow demo`: the embedded end-to-end job on generated sample data.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use barlow::train::{self, Monitor, RunOptions, TrainConfig, TrainSummary};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::choice;
 use crate::train_cmd::open;
 
 /// Images/s of the loader alone over two epochs of the demo's batches.
@@ -141,7 +142,7 @@ pub fn demo(
     let mut summary = serde_json::Map::new();
     for split in ["train", "val"] {
         let shards = work.join("shards").join(split);
-        let ds = crate::ensure_shards(&sample_dir.join(split), &shards, threads)?;
+        let ds = crate::data_cmd::ensure_shards(&sample_dir.join(split), &shards, threads)?;
         let report =
             shardify::check(&shards, true, threads, &Bar::new()).map_err(|e| e.to_string())?;
         if !report.ok() {
@@ -245,4 +246,48 @@ pub fn demo(
     summary.insert("seconds".into(), started.elapsed().as_secs_f64().into());
     println!("{}", serde_json::Value::Object(summary));
     Ok(())
+}
+
+/// Epochs of the embedded demo.
+const DEMO_EPOCHS: u64 = 20;
+
+/// `barlow demo`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Working folder for the sample images, shards and the run.
+    #[arg(long, default_value = "barlow-demo")]
+    pub work: PathBuf,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Training epochs over the 1,280 sample images.
+    #[arg(long, default_value_t = DEMO_EPOCHS)]
+    pub epochs: u64,
+    /// Train on the CPU even where a GPU is usable (--backend cpu).
+    #[arg(long, conflicts_with = "backend")]
+    pub cpu: bool,
+    /// cpu, cuda or vulkan [default: CUDA where usable, else a hardware
+    /// Vulkan GPU (with the `vulkan` feature), else the CPU].
+    #[arg(long, value_parser = choice::<BackendKind>())]
+    pub backend: Option<BackendKind>,
+    /// Device index for --backend cuda or vulkan.
+    #[arg(long, default_value_t = 0, requires = "backend")]
+    pub device: usize,
+    /// Let --backend vulkan use a software adapter (for tests; slow).
+    #[arg(long, requires = "backend")]
+    pub allow_software: bool,
+}
+
+pub fn run(a: DemoArgs) -> Result<(), String> {
+    let kind = if a.cpu {
+        Some(BackendKind::Cpu)
+    } else {
+        a.backend
+    };
+    let choice = kind.map(|kind| BackendChoice {
+        kind,
+        device: a.device,
+        allow_software: barlow::backend::software_allowed(a.allow_software),
+    });
+    demo(&a.work, crate::default_threads(a.threads), a.epochs, choice)
 }

@@ -10,7 +10,7 @@ use barlow::eval::{self, Backbone, EvalError, FeatureConfig, Source, load_backbo
 use barlow::model::BarlowTwins;
 use barlow::model::torchvision;
 use barlow::progress::Bar;
-use barlow::train::checkpoint;
+use barlow::run::checkpoint;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::train_cmd::{BackendArgs, open};
@@ -421,5 +421,25 @@ fn embed_dataset<B: burn::tensor::backend::Backend>(
             .collect::<Vec<_>>()
             .join(" and ")
     );
+    Ok(())
+}
+
+/// `barlow report`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// The run folder (`barlow train --out`).
+    pub run: PathBuf,
+    /// Folder to write [default: RUN/report].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run_report(a: ReportArgs) -> Result<(), String> {
+    let out = a.out.unwrap_or_else(|| a.run.join("report"));
+    let files = barlow::report::write(&a.run, &out).map_err(|e| e.to_string())?;
+    println!("wrote {}", out.join("index.html").display());
+    for f in files.iter().filter(|f| !f.ends_with("index.html")) {
+        println!("  {}", f.display());
+    }
     Ok(())
 }

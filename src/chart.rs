@@ -29,6 +29,10 @@ pub struct Chart {
     pub series: Vec<Series>,
 }
 
+/// The size of every chart barlow draws, in pixels.
+pub const WIDTH: u32 = 900;
+pub const HEIGHT: u32 = 420;
+
 /// Light blue for raw values, dark blue for their smoothing, then others.
 pub const LIGHT: RGBColor = RGBColor(150, 180, 230);
 pub const DARK: RGBColor = RGBColor(20, 60, 160);

@@ -1,14 +1,13 @@
 //! What a run writes as it goes: `log.jsonl` (one [`StepLog`] every
 //! `log_every` steps) and `knn.jsonl` (one [`KnnLog`] per monitor pass),
-//! and the throughput windows the step log reports.
+//! and reading them back.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::TrainError;
+use super::RunError;
 use crate::error::IoError;
 
 /// One logged step.
@@ -23,6 +22,30 @@ pub struct StepLog {
     /// Share of the time since the last log spent getting batches: waiting
     /// for the loader, then uploading (and normalising) the views.
     pub data_wait: f64,
+    /// With several data-parallel peers: what their all-reduces cost per
+    /// step, over the steps since the previous line. Absent on one device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<PeerTraffic>,
+}
+
+/// The all-reduce traffic of one data-parallel peer per training step
+/// (every peer's is the same; peer 0's is logged). See
+/// [`crate::peers::Traffic`] for what each field counts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct PeerTraffic {
+    /// Collective calls: the BatchNorms' and the loss's sums, forward and
+    /// backward, and the one of the gradients.
+    pub collectives: u64,
+    /// Values summed (each an f64 on the host).
+    pub values: u64,
+    /// Bytes this peer sent into the sums: `values * 8`.
+    pub sent_bytes: u64,
+    /// Times the host waited for the device: a tensor read back to sum
+    /// it, and the stop vote read back after the gradients' sum.
+    pub round_trips: u64,
+    /// Seconds spent in them: reading back, waiting for the other peers,
+    /// summing, uploading the sum.
+    pub seconds: f64,
 }
 
 /// One kNN monitor pass (after `epoch` epochs, i.e. `step` steps).
@@ -35,13 +58,13 @@ pub struct KnnLog {
 }
 
 /// The run's two JSONL logs.
-pub(super) struct RunLog {
+pub(crate) struct RunLog {
     steps: PathBuf,
     knn: PathBuf,
 }
 
 impl RunLog {
-    pub(super) fn new(out: &Path) -> RunLog {
+    pub(crate) fn new(out: &Path) -> RunLog {
         RunLog {
             steps: out.join("log.jsonl"),
             knn: out.join("knn.jsonl"),
@@ -49,7 +72,7 @@ impl RunLog {
     }
 
     /// A fresh run: both logs emptied.
-    pub(super) fn start(&self) -> Result<(), TrainError> {
+    pub(crate) fn start(&self) -> Result<(), RunError> {
         for p in [&self.steps, &self.knn] {
             std::fs::write(p, b"").map_err(IoError::at(p))?;
         }
@@ -59,13 +82,13 @@ impl RunLog {
     /// A run resumed at `step`: lines of later steps are cut, so no step is
     /// logged twice (a kNN pass at `step` itself was written with the
     /// checkpoint and is kept).
-    pub(super) fn resume_at(&self, step: u64) -> Result<(), TrainError> {
+    pub(crate) fn resume_at(&self, step: u64) -> Result<(), RunError> {
         cut_log(&self.steps, step)?;
         cut_log(&self.knn, step + 1)
     }
 
     /// `(step, loss)` of every step logged so far.
-    pub(super) fn losses(&self) -> Result<Vec<(u64, f32)>, TrainError> {
+    pub(crate) fn losses(&self) -> Result<Vec<(u64, f32)>, RunError> {
         let text = match std::fs::read_to_string(&self.steps) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -76,7 +99,7 @@ impl RunLog {
             .map(|(i, line)| {
                 serde_json::from_str::<StepLog>(line)
                     .map(|l| (l.step, l.loss))
-                    .map_err(|e| TrainError::Config {
+                    .map_err(|e| RunError::Format {
                         path: self.steps.clone(),
                         message: format!("line {}: {e}", i + 1),
                     })
@@ -84,17 +107,17 @@ impl RunLog {
             .collect()
     }
 
-    pub(super) fn step(&self, entry: &StepLog) -> Result<(), TrainError> {
+    pub(crate) fn step(&self, entry: &StepLog) -> Result<(), RunError> {
         append(&self.steps, entry)
     }
 
-    pub(super) fn knn(&self, entry: &KnnLog) -> Result<(), TrainError> {
+    pub(crate) fn knn(&self, entry: &KnnLog) -> Result<(), RunError> {
         append(&self.knn, entry)
     }
 }
 
 /// Keeps the lines of a JSONL log whose `step` is below `step`.
-fn cut_log(path: &Path, step: u64) -> Result<(), TrainError> {
+fn cut_log(path: &Path, step: u64) -> Result<(), RunError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -116,7 +139,7 @@ fn cut_log(path: &Path, step: u64) -> Result<(), TrainError> {
             // A kill during an append can leave the last line cut short.
             Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
             Err(e) => {
-                return Err(TrainError::Config {
+                return Err(RunError::Format {
                     path: path.to_path_buf(),
                     message: format!("line {}: {e}", i + 1),
                 });
@@ -126,8 +149,8 @@ fn cut_log(path: &Path, step: u64) -> Result<(), TrainError> {
     Ok(crate::fs::write_atomically(path, kept.as_bytes())?)
 }
 
-fn append(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
-    let line = serde_json::to_string(value).map_err(|e| TrainError::Config {
+fn append(path: &Path, value: &impl Serialize) -> Result<(), RunError> {
+    let line = serde_json::to_string(value).map_err(|e| RunError::Format {
         path: path.to_path_buf(),
         message: format!("cannot serialise a log line: {e}"),
     })?;
@@ -139,43 +162,6 @@ fn append(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     f.write_all(format!("{line}\n").as_bytes())
         .map_err(IoError::at(path))?;
     Ok(())
-}
-
-/// Images and data-wait time over a stretch of steps.
-pub(super) struct Throughput {
-    since: Instant,
-    images: usize,
-    waited: Duration,
-}
-
-impl Default for Throughput {
-    fn default() -> Self {
-        Throughput {
-            since: Instant::now(),
-            images: 0,
-            waited: Duration::ZERO,
-        }
-    }
-}
-
-impl Throughput {
-    pub(super) fn add(&mut self, images: usize, waited: Duration) {
-        self.images += images;
-        self.waited += waited;
-    }
-
-    /// Images/s and the share of time spent waiting for data over `elapsed`.
-    pub(super) fn rates(&self, elapsed: Duration) -> (f64, f64) {
-        let secs = elapsed.as_secs_f64().max(1e-9);
-        (self.images as f64 / secs, self.waited.as_secs_f64() / secs)
-    }
-
-    /// [`Throughput::rates`] since the window began; starts a new window.
-    pub(super) fn take(&mut self) -> (f64, f64) {
-        let r = self.rates(self.since.elapsed());
-        *self = Throughput::default();
-        r
-    }
 }
 
 #[cfg(test)]

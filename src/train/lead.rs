@@ -1,0 +1,219 @@
+//! The training loop of peer 0 (the only peer on one device): take the
+//! views, step, hand the step's result to the run's parts (the log, the
+//! kNN monitor, the checkpoints, stopping), and go on with the next views,
+//! uploaded while the step computes.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::batches::{Batches, Share};
+use super::meter::Meter;
+use super::monitor::Monitoring;
+use super::replica::{Replica, replica, start_facts};
+use super::stopping::Stopping;
+use super::{Parallel, PendingLosses, RunOptions, TrainError, TrainSummary, data_parallel_step};
+use crate::data::sampler::Position;
+use crate::data::shard::Dataset;
+use crate::model::BarlowTwins;
+use crate::optim::{Lars, WarmupCosine};
+use crate::peers::{Peer, PeerReduce};
+use crate::progress::Progress;
+use crate::run::{CheckpointState, Finished, RunFolder, TrainConfig};
+
+/// Trains peer 0's replica on `dataset` from the run's start (fresh or
+/// resumed) to its end or its stop, sharing each batch through `share`.
+pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
+    dataset: Arc<Dataset>,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    device: &B::Device,
+    share: Option<Share<'_>>,
+    progress: &dyn Progress,
+) -> Result<(BarlowTwins<B>, TrainSummary), TrainError> {
+    let peer = share.as_ref().map(|s| s.peer);
+    let (process, processes) = peer.map_or((0, 1), Peer::process);
+    let Replica {
+        model,
+        optim,
+        resumed,
+    } = replica::<B>(cfg, run, device)?;
+    let (start_step, start) = resumed
+        .as_ref()
+        .map_or((0, Position::default()), |s| (s.step, s.position));
+    // Before anything is written: the processes of a run must start alike.
+    if let (Some(p), Some(peer)) = (run.processes.as_deref(), peer) {
+        let peers = peer.world() / processes;
+        crate::peers::agree(p, &start_facts(cfg, &dataset, peers, start_step, &model)?)?;
+    }
+    // Process 0 of a multi-process run writes the run folder; the others
+    // read only the checkpoint they resume from.
+    let folder = RunFolder::open(
+        &run.out,
+        process == 0,
+        resumed.as_ref(),
+        run.checkpoint_every,
+        run.keep_checkpoints,
+    )?;
+    let at = (process, processes);
+    let mut batches = Batches::<B>::new(dataset, cfg, run, at, (start_step, start), device, share)?;
+    let schedule = batches.schedule(cfg);
+    let total = cfg
+        .max_steps
+        .unwrap_or(schedule.total_steps)
+        .min(schedule.total_steps)
+        .max(start_step);
+    let started = Instant::now();
+    let mut parts = Parts {
+        meter: Meter::new(cfg.log_every, total, processes, peer, progress),
+        monitor: Monitoring::new(run.monitor.as_ref(), cfg.image_size, cfg.threads, device),
+        stopping: Stopping::new(run.stop.clone(), processes),
+        pending: PendingLosses::default(),
+        folder,
+    };
+    if start_step == 0 {
+        parts.monitor.at_start(&model, &parts.folder)?;
+    }
+    progress.begin("train", total, start_step);
+    let steps = start_step..total;
+    let (model, optim, done) = train_steps(
+        cfg,
+        (model, optim),
+        &mut batches,
+        &schedule,
+        &mut parts,
+        steps,
+        peer,
+    )?;
+    progress.finish();
+    let elapsed = started.elapsed();
+    let initial = CheckpointState {
+        step: 0,
+        position: start,
+        config: cfg.clone(),
+    };
+    let finished = parts.folder.finish(&model, &optim, &initial, run.resume)?;
+    let summary = parts.summary(start_step..total, done, elapsed, finished);
+    Ok((model, summary))
+}
+
+/// What the loop hands each step's result to.
+struct Parts<'a, B: AutodiffBackend> {
+    /// Images/s, data wait, the peers' traffic: the log lines' figures.
+    meter: Meter<'a>,
+    monitor: Monitoring<'a, B>,
+    stopping: Stopping,
+    /// Losses on the device until a log line or a checkpoint reads them.
+    pending: PendingLosses<B::InnerBackend>,
+    /// The logs and the checkpoints.
+    folder: RunFolder,
+}
+
+impl<B: AutodiffBackend> Parts<'_, B> {
+    /// What the run of `steps` did, `done` of them in `elapsed`.
+    fn summary(
+        self,
+        steps: Range<u64>,
+        done: u64,
+        elapsed: Duration,
+        finished: Finished,
+    ) -> TrainSummary {
+        let (images_per_sec, data_wait_share) = self.meter.whole.rates(elapsed);
+        TrainSummary {
+            steps: done,
+            start_step: steps.start,
+            losses: finished.losses,
+            images_per_sec,
+            data_wait_share,
+            elapsed,
+            knn: self.monitor.logs,
+            checkpoint: finished.checkpoint,
+            backbone: finished.backbone,
+            stopped: done < steps.end,
+            loss_reads: self.pending.reads().to_vec(),
+        }
+    }
+}
+
+type Optim<B> = OptimizerAdaptor<Lars, BarlowTwins<B>, B>;
+
+/// The steps `steps` of the run (`steps.end` is its last) of the replica
+/// `(model, optim)`: returns it and the number of steps done when the loop
+/// ended (early when stopped).
+fn train_steps<B: AutodiffBackend + PeerReduce>(
+    cfg: &TrainConfig,
+    (mut model, mut optim): (BarlowTwins<B>, Optim<B>),
+    batches: &mut Batches<'_, B>,
+    schedule: &WarmupCosine,
+    parts: &mut Parts<'_, B>,
+    steps: Range<u64>,
+    peer: Option<&Peer>,
+) -> Result<(BarlowTwins<B>, Optim<B>, u64), TrainError> {
+    let total = steps.end;
+    let mut next_views = match steps.start < total {
+        true => Some(batches.upload(schedule.rates(steps.start).0)?),
+        false => None,
+    };
+    for step in steps {
+        // Two augmented views of the same images, already on the device.
+        let Some(views) = next_views.take() else {
+            break;
+        };
+        // Network -> loss -> backward -> LARS, queued on the device; every
+        // peer votes on stopping after it.
+        let rates = schedule.rates(step);
+        let parallel = Parallel {
+            peer,
+            batch: cfg.batch_size,
+            grad_divisor: cfg.grad_divisor,
+            stop: parts.stopping.asked(),
+            precision: cfg.precision,
+        };
+        let stepped = data_parallel_step(
+            model, &mut optim, views.y1, views.y2, cfg.lambda, rates.0, parallel,
+        )?;
+        model = stepped.model;
+        parts.pending.push(step, stepped.loss);
+        let stop = parts.stopping.after(stepped.stop);
+        // The next batch is fetched and uploaded while this step computes.
+        if step + 1 < total && !stop {
+            next_views = Some(batches.upload(schedule.rates(step + 1).0)?);
+        }
+        // The step's result, to the run's parts.
+        parts.meter.stepped(views.images, views.waited);
+        if parts.meter.due(step) {
+            let read = parts.pending.read(batches.uploaded)?;
+            let loss = read.last().map_or(f32::NAN, |r| r.1);
+            parts
+                .folder
+                .step(&parts.meter.line(step, views.pos, rates, loss))?;
+        }
+        let next = batches.after(views.pos);
+        let epoch_done = next.batch == 0;
+        if epoch_done {
+            parts
+                .monitor
+                .after_epoch(&model, views.pos.epoch + 1, step + 1, &parts.folder)?;
+        }
+        if parts
+            .folder
+            .checkpoint_due(step, epoch_done, stop, step + 1 == total)
+        {
+            // Every loss up to here is finite before its weights are saved.
+            parts.pending.read(batches.uploaded)?;
+            let state = CheckpointState {
+                step: step + 1,
+                position: next,
+                config: cfg.clone(),
+            };
+            parts.folder.checkpoint(&state, &model, &optim)?;
+        }
+        if stop {
+            return Ok((model, optim, step + 1));
+        }
+    }
+    Ok((model, optim, total))
+}
