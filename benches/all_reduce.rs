@@ -17,7 +17,7 @@
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use barlow::peers::{Reducer, group};
+use barlow::peers::{Peer, Reducer, group};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 
@@ -84,23 +84,28 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Seconds per all-reduce of `values` f64 values over `peers` threads,
-/// over `reps` all-reduces after one warm-up, timed by peer 0.
-fn host(peers: usize, values: usize, reps: usize) -> Duration {
+/// Seconds per call of a sum over `peers` threads of one group, timed by
+/// peer 0 over `reps` calls after one warm-up. `prepare` makes each peer's
+/// call (its buffers made before the timing).
+fn time_peers<F, S>(peers: usize, reps: usize, prepare: F) -> Duration
+where
+    F: Fn(Peer) -> S + Sync,
+    S: FnMut(),
+{
     let group = group(peers, Duration::from_secs(600));
     let start = Barrier::new(peers);
     std::thread::scope(|s| {
         let handles: Vec<_> = group
-            .iter()
+            .into_iter()
             .map(|peer| {
-                let start = &start;
+                let (start, prepare) = (&start, &prepare);
                 s.spawn(move || {
-                    let mut buf = vec![peer.rank() as f64; values];
-                    peer.all_reduce(&mut buf).expect("warm-up all-reduce");
+                    let mut call = prepare(peer);
+                    call();
                     start.wait();
                     let t = Instant::now();
                     for _ in 0..reps {
-                        peer.all_reduce(&mut buf).expect("all-reduce");
+                        call();
                     }
                     t.elapsed()
                 })
@@ -114,36 +119,20 @@ fn host(peers: usize, values: usize, reps: usize) -> Duration {
     })
 }
 
-/// Seconds per [`Reducer::sum`] of an f32 tensor of `values` on the CPU
-/// backend: read back, converted, summed over `peers` threads, uploaded.
+/// [`Peer::all_reduce`] of `values` f64 values.
+fn host(peers: usize, values: usize, reps: usize) -> Duration {
+    time_peers(peers, reps, |peer| {
+        let mut buf = vec![peer.rank() as f64; values];
+        move || peer.all_reduce(&mut buf).expect("all-reduce")
+    })
+}
+
+/// [`Reducer::sum`] of an f32 tensor of `values` on the CPU backend: read
+/// back, converted, summed, uploaded.
 fn tensor(peers: usize, values: usize, reps: usize) -> Duration {
-    let group = group(peers, Duration::from_secs(600));
-    let start = Barrier::new(peers);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = group
-            .iter()
-            .map(|peer| {
-                let start = &start;
-                s.spawn(move || {
-                    let device = Default::default();
-                    let x = Tensor::<AB, 1>::ones([values], &device);
-                    let warm = Reducer::<AB>::sum(peer, x.clone());
-                    drop(warm);
-                    start.wait();
-                    let t = Instant::now();
-                    for _ in 0..reps {
-                        let sum = Reducer::<AB>::sum(peer, x.clone());
-                        drop(sum);
-                    }
-                    t.elapsed()
-                })
-            })
-            .collect();
-        let times: Vec<Duration> = handles
-            .into_iter()
-            .map(|h| h.join().expect("peer thread"))
-            .collect();
-        times[0] / reps as u32
+    time_peers(peers, reps, |peer| {
+        let x = Tensor::<AB, 1>::ones([values], &Default::default());
+        move || drop(Reducer::<AB>::sum(&peer, x.clone()))
     })
 }
 

@@ -45,8 +45,9 @@ pub struct Traffic {
     /// call (the tensor to sum) and one per step (the stop vote that rides
     /// with the gradients).
     pub round_trips: u64,
-    /// Seconds spent in them: reading back, converting, waiting for the
-    /// other peers, summing, uploading the sum.
+    /// Seconds spent in them: reading back (on a device that queues work,
+    /// waiting for it to compute the tensor first), converting, waiting
+    /// for the other peers, summing, uploading the sum.
     pub seconds: f64,
 }
 
@@ -59,10 +60,10 @@ impl Traffic {
     /// What was spent after `earlier` (a previous reading of the same peer).
     pub fn since(&self, earlier: &Traffic) -> Traffic {
         Traffic {
-            calls: self.calls - earlier.calls,
-            values: self.values - earlier.values,
-            round_trips: self.round_trips - earlier.round_trips,
-            seconds: self.seconds - earlier.seconds,
+            calls: self.calls.saturating_sub(earlier.calls),
+            values: self.values.saturating_sub(earlier.values),
+            round_trips: self.round_trips.saturating_sub(earlier.round_trips),
+            seconds: (self.seconds - earlier.seconds).max(0.0),
         }
     }
 

@@ -194,7 +194,7 @@ pub fn write(run: &Path, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
         charts.push((
             "all_reduce",
             Chart {
-                title: "Time in the peers' all-reduces, per step".into(),
+                title: "Time in the peers' sums per step (device waits included)".into(),
                 x_label: "training step".into(),
                 y_label: "milliseconds".into(),
                 series: vec![line(

@@ -3,8 +3,8 @@
 //! A checkpoint is a folder `RUN/checkpoints/step-<steps done, 10 digits>/`
 //! holding `model.bin` (backbone + projector, BatchNorm running statistics
 //! included), `optim.bin` (LARS momentum buffers) and `state.json` (steps
-//! done, the loader position of the next batch, the run's config, the loss
-//! history). The scheduler needs no state of its own: its rates are a pure
+//! done, the loader position of the next batch, the run's config; the loss
+//! history is the run's `log.jsonl`). The scheduler needs no state of its own: its rates are a pure
 //! function of the step.
 //!
 //! Guarantees: a checkpoint appears complete or not at all. It is written

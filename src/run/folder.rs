@@ -38,9 +38,10 @@ pub struct Finished {
 }
 
 impl RunFolder {
-    /// Opens `out` for a run starting fresh (`resumed` is `None`: both logs
-    /// emptied) or from `resumed` (lines of later steps cut, so no step is
-    /// logged twice).
+    /// Opens `out` for a run starting fresh (`resumed` is `None`: a writing
+    /// process empties both logs) or from `resumed` (a writing process cuts
+    /// the lines of later steps, so no step is logged twice, and reads back
+    /// the loss history).
     pub fn open(
         out: &Path,
         writes: bool,

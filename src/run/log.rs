@@ -29,7 +29,7 @@ pub struct StepLog {
 }
 
 /// The all-reduce traffic of one data-parallel peer per training step
-/// (every peer's is the same; peer 0's is logged). See
+/// (every peer's counts are the same; peer 0's are logged). See
 /// [`crate::peers::Traffic`] for what each field counts.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct PeerTraffic {
@@ -43,8 +43,10 @@ pub struct PeerTraffic {
     /// Times the host waited for the device: a tensor read back to sum
     /// it, and the stop vote read back after the gradients' sum.
     pub round_trips: u64,
-    /// Seconds spent in them: reading back, waiting for the other peers,
-    /// summing, uploading the sum.
+    /// Seconds from asking for each tensor to having its sum uploaded:
+    /// reading back, waiting for the other peers, summing, uploading. On a
+    /// device that queues work (a GPU) the read-back also waits for the
+    /// device to compute the tensor.
     pub seconds: f64,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - `log.jsonl`: one [`StepLog`] at step 0, every `log_every` steps and at
 //!   the last step (the loss history); `knn.jsonl`: one [`KnnLog`] per kNN
-//!   monitor pass ([`log`]).
+//!   monitor pass.
 //! - `checkpoints/step-<n>/`: everything a run needs to continue exactly
 //!   ([`checkpoint`]), its [`TrainConfig`] included.
 //! - `backbone.bin` (the backbone alone, at the end) and `loss.png`.

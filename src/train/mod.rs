@@ -4,7 +4,7 @@
 //! NVIDIA GPUs: see [`crate::backend`]).
 //!
 //! Where each part lives:
-//! - [`step`]: one step, as the paper's loop writes it;
+//! - `step`: one step, as the paper's loop writes it ([`barlow_twins_step`]);
 //! - `lead`: the loop around it (peer 0's), which hands each step's result
 //!   to the run's parts: `meter` (the log lines' figures), `monitor` (kNN),
 //!   `stopping`, and the run folder ([`crate::run::RunFolder`]: logs,
@@ -147,7 +147,7 @@ pub enum TrainError {
     #[error(transparent)]
     Io(#[from] IoError),
     #[error(transparent)]
-    Run(#[from] RunError),
+    Run(RunError),
     #[error(transparent)]
     Interop(#[from] InteropError),
     #[error("{path}: {message}")]
@@ -172,6 +172,19 @@ pub enum TrainError {
     BatchSplit { batch: usize, processes: usize },
     #[error("--precision {}: this device has no {} arithmetic; use --precision f32", crate::Choice::name(*.0), crate::Choice::name(*.0))]
     PrecisionUnsupported(Precision),
+}
+
+/// A run folder's error as the trainer reports it: its I/O and checkpoint
+/// errors as [`TrainError::Io`] and [`TrainError::Checkpoint`], whichever
+/// part of the trainer met them.
+impl From<RunError> for TrainError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Io(e) => TrainError::Io(e),
+            RunError::Checkpoint(e) => TrainError::Checkpoint(e),
+            e @ RunError::Format { .. } => TrainError::Run(e),
+        }
+    }
 }
 
 /// What a run did.

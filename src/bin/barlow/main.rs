@@ -89,7 +89,8 @@ enum Command {
     Embed(EmbedArgs),
     /// Write RUN/report/: a self-contained HTML page (SVG charts) and PNG
     /// charts of a run: loss, learning rates, images/s and data wait, kNN
-    /// and linear accuracy, and the run's config.
+    /// and linear accuracy, the peers' sums (several peers), and the run's
+    /// config.
     Report(ReportArgs),
     /// Draw a grid of source images and their two augmented views.
     Preview(PreviewArgs),
