@@ -175,6 +175,64 @@ fn killed_stopped_and_disk_full_runs_resume_with_the_same_batches_and_losses() {
 }
 
 #[test]
+fn resume_on_every_launch_starts_from_step_zero_until_there_is_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    // A cluster job's command line: --resume from its first launch.
+    let launch = |out: &Path| {
+        let mut c = train_cmd(&data, out);
+        c.args(SMALL).args(["--max-steps", "12", "--resume"]);
+        c
+    };
+    let full = tmp.path().join("full");
+    let out = ok(launch(&full).output().unwrap());
+    assert!(out.contains("starting from step 0"), "{out}");
+    let want = losses(&full);
+    assert_eq!(want.len(), 12);
+
+    // Killed (SIGKILL) after its first log line, before its first
+    // checkpoint (the end of the first epoch, step 6)...
+    let run = tmp.path().join("run");
+    let mut child = launch(&run)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !std::fs::read_to_string(run.join("log.jsonl")).is_ok_and(|l| l.lines().count() >= 1)
+        && t.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !losses(&run).is_empty(),
+        "the run was killed before its first log line"
+    );
+    assert!(
+        barlow::run::checkpoint::list(&run).unwrap().is_empty(),
+        "the run wrote a checkpoint before it was killed"
+    );
+    // ... and relaunched with the same command line: it trains from step 0,
+    // the killed attempt's lines discarded, as if never interrupted.
+    let out = ok(launch(&run).output().unwrap());
+    assert!(out.contains("starting from step 0"), "{out}");
+    assert_same_losses(&losses(&run), &want, "relaunched after a kill");
+    // Once there is a checkpoint, the same command line resumes from it.
+    let out = ok(launch(&run).output().unwrap());
+    assert!(out.contains("12 steps (0 this time)"), "{out}");
+    // A config that differs from the checkpoint's is still refused.
+    let refused = launch(&run).args(["--seed", "1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("different config") && err.contains("seed"),
+        "{err}"
+    );
+}
+
+#[test]
 fn impossible_backends_fail_with_one_sentence_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("none");
@@ -347,14 +405,13 @@ fn kill_9_at_several_points_including_mid_checkpoint_loses_nothing() {
                 .unwrap_or_else(|e| panic!("{name}: newest checkpoint does not load: {e}"));
             assert!(newest.join("model.bin").is_file(), "{name}");
         }
-        let resumed = train_cmd(&data, &run).arg("--resume").output().unwrap();
-        if !resumed.status.success() {
-            // Killed before the first checkpoint: nothing to resume; a fresh
-            // run is the recovery.
-            let err = String::from_utf8_lossy(&resumed.stderr);
-            assert!(err.contains("checkpoint"), "{name}: {err}");
-            ok(train_cmd(&data, &run).args(SMALL).output().unwrap());
-        }
+        // Relaunched with the same command line and --resume (killed before
+        // the first checkpoint, it starts again from step 0).
+        ok(train_cmd(&data, &run)
+            .args(SMALL)
+            .args(["--checkpoint-every", "3", "--resume"])
+            .output()
+            .unwrap());
         let got = losses(&run);
         assert_eq!(got.len(), STEPS, "{name}: each step logged once");
         for ((s, a), (_, b)) in got.iter().zip(&want) {

@@ -95,7 +95,9 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
         position: start,
         config: cfg.clone(),
     };
-    let finished = parts.folder.finish(&model, &optim, &initial, run.resume)?;
+    let finished = parts
+        .folder
+        .finish(&model, &optim, &initial, resumed.is_some())?;
     let summary = parts.summary(start_step..total, done, elapsed, finished);
     Ok((model, summary))
 }

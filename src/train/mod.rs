@@ -75,7 +75,9 @@ pub use step::{
 #[derive(Clone)]
 pub struct RunOptions {
     pub out: PathBuf,
-    /// Continue from the latest checkpoint in `out`.
+    /// Continue from the latest checkpoint in `out`; with none there yet,
+    /// start from step 0 as a fresh run (whatever an earlier attempt logged
+    /// is discarded).
     pub resume: bool,
     /// Also checkpoint every this many steps (epochs always checkpoint).
     pub checkpoint_every: Option<u64>,

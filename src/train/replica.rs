@@ -13,26 +13,32 @@ use crate::model::BarlowTwins;
 use crate::model::torchvision::Weights;
 use crate::optim::Lars;
 use crate::peers::Fact;
-use crate::run::{CheckpointState, TrainConfig, checkpoint, differences, trajectory_json};
+use crate::run::{
+    CheckpointError, CheckpointState, TrainConfig, checkpoint, differences, trajectory_json,
+};
 
-/// The model and optimiser a run starts from on `device`: seeded (or
-/// `run.init_from`'s weights), or the latest checkpoint's with its state
-/// when resuming. Every data-parallel peer builds its own.
+/// The model and optimiser a run starts from on `device`: the latest
+/// checkpoint's with its state when resuming and there is one; else seeded
+/// (or `run.init_from`'s weights). Every data-parallel peer builds its own.
 pub(super) fn replica<B: AutodiffBackend>(
     cfg: &TrainConfig,
     run: &RunOptions,
     device: &B::Device,
 ) -> Result<Replica<B>, TrainError> {
     let optim = cfg.optimizer::<B>();
-    if !run.resume {
+    let newest = match run.resume.then(|| checkpoint::resolve(&run.out)) {
+        Some(Ok(dir)) => Some(dir),
+        None | Some(Err(CheckpointError::NotFound { .. })) => None,
+        Some(Err(e)) => return Err(e.into()),
+    };
+    let Some(dir) = newest else {
         let model = initial_model(cfg, run.init_from.as_deref(), device)?;
         return Ok(Replica {
             model,
             optim,
             resumed: None,
         });
-    }
-    let dir = checkpoint::resolve(&run.out)?;
+    };
     let state = checkpoint::load_state(&dir)?;
     if state.config.trajectory() != cfg.trajectory() {
         return Err(TrainError::ResumeMismatch {

@@ -59,7 +59,11 @@ pub struct TrainArgs {
     /// threads, log_every, grad_divisor, precision).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Continue from the latest checkpoint in --out.
+    /// Continue from the latest checkpoint in --out; where there is none
+    /// yet (a job killed before its first checkpoint, or never started),
+    /// start from step 0. Safe on every launch of a job that may be
+    /// preempted: relaunch it with the same command line. A config (file or
+    /// flags) that differs from the checkpoint's is refused.
     #[arg(long)]
     resume: bool,
     /// [default: resnet50]
@@ -151,7 +155,8 @@ pub struct TrainArgs {
     /// with torchvision's ResNet names (`barlow export`, or a converted
     /// torchvision checkpoint). The projector is loaded too when the file
     /// has one of the run's widths (`export --with-projector`).
-    #[arg(long, conflicts_with = "resume")]
+    /// Ignored when --resume finds a checkpoint (it holds the weights).
+    #[arg(long)]
     init_from: Option<PathBuf>,
     /// Validation dataset: run the kNN monitor (memory bank = --data).
     #[arg(long)]
@@ -167,17 +172,17 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// Defaults < config file (or the checkpoint's config) < flags.
+    /// Defaults < config file (or, resuming without one, the checkpoint's
+    /// config) < flags.
     fn config(&self) -> Result<TrainConfig, String> {
-        let mut c = if self.resume {
-            let dir = checkpoint::resolve(&self.out).map_err(|e| e.to_string())?;
-            checkpoint::load_state(&dir)
-                .map_err(|e| e.to_string())?
-                .config
-        } else if let Some(p) = &self.config {
-            TrainConfig::from_toml_file(p).map_err(|e| e.to_string())?
-        } else {
-            TrainConfig::default()
+        let mut c = match (&self.config, self.resumes_from()?) {
+            (Some(p), _) => TrainConfig::from_toml_file(p).map_err(|e| e.to_string())?,
+            (None, Some(dir)) => {
+                checkpoint::load_state(&dir)
+                    .map_err(|e| e.to_string())?
+                    .config
+            }
+            (None, None) => TrainConfig::default(),
         };
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
@@ -223,6 +228,21 @@ impl TrainArgs {
             c.threads = crate::default_threads(None);
         }
         Ok(c)
+    }
+}
+
+impl TrainArgs {
+    /// The checkpoint `--resume` continues from: none without `--resume`,
+    /// or when --out has none yet.
+    fn resumes_from(&self) -> Result<Option<PathBuf>, String> {
+        if !self.resume {
+            return Ok(None);
+        }
+        match checkpoint::resolve(&self.out) {
+            Ok(dir) => Ok(Some(dir)),
+            Err(checkpoint::CheckpointError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
@@ -367,6 +387,12 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
         cfg.threads,
         a.out.display()
     ));
+    if a.resume && a.resumes_from()?.is_none() {
+        say(format!(
+            "no checkpoint in {} yet: starting from step 0 (anything a killed attempt logged is discarded)",
+            a.out.display()
+        ));
+    }
     let progress: Box<dyn barlow::progress::Progress> = if quiet {
         Box::new(barlow::progress::Silent)
     } else {
