@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use barlow::data::augment::AugmentConfig;
 use barlow::data::loader::PixelFormat;
-use barlow::data::loader::{Loader, LoaderConfig, LoaderError, Mode};
+use barlow::data::loader::{
+    DamagedRecord, Loader, LoaderConfig, LoaderError, MaxDamaged, Mode, OnDamaged,
+};
 use barlow::data::sampler::{Position, SamplerConfig};
 
 use barlow::data::shard::Dataset;
@@ -219,7 +221,11 @@ fn shard_damage_at_run_time_is_an_error_naming_shard_and_record() {
     bytes[offset + 20] ^= 0xFF;
     fs::write(&shard, &bytes).unwrap();
     let ds = Arc::new(Dataset::open(&ds_dir).unwrap());
-    let mut l = Loader::new(ds, config(2, 12), Position::default()).unwrap();
+    let cfg = LoaderConfig {
+        on_damaged: OnDamaged::Stop,
+        ..config(2, 12)
+    };
+    let mut l = Loader::new(ds, cfg, Position::default()).unwrap();
     let err = match l.next_batch() {
         Err(e) => e,
         Ok(_) => panic!("damaged record delivered"),
@@ -232,6 +238,128 @@ fn shard_damage_at_run_time_is_an_error_naming_shard_and_record() {
     );
     // The error sticks: no hang, no garbage afterwards.
     assert!(l.next_batch().is_err());
+}
+
+/// A one-shard dataset of 40 JPEGs with a byte flipped in each record of
+/// `damaged` (the header and the index stay valid); the shard's path.
+fn dataset_with_damage(dir: &Path, damaged: &[u64]) -> (Arc<Dataset>, std::path::PathBuf) {
+    let records: Vec<Vec<u8>> = (0..40u32).map(|i| jpeg(40, 30, i)).collect();
+    let ds = dataset_of(dir, &records);
+    let shard = ds.shards()[0].path().to_path_buf();
+    let offsets: Vec<u64> = damaged
+        .iter()
+        .map(|&r| ds.record(r).unwrap().meta.offset)
+        .collect();
+    drop(ds);
+    let mut bytes = fs::read(&shard).unwrap();
+    for o in offsets {
+        bytes[o as usize + 20] ^= 0x10;
+    }
+    fs::write(&shard, &bytes).unwrap();
+    (Arc::new(Dataset::open(dir).unwrap()), shard)
+}
+
+#[test]
+fn damaged_records_are_skipped_deterministically_counted_and_named() {
+    let many: Vec<u64> = (0..40).step_by(4).collect();
+    for damaged in [vec![5], vec![1, 17, 33], many] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ds, shard) = dataset_with_damage(tmp.path(), &damaged);
+        let run = |threads| {
+            let cfg = LoaderConfig {
+                max_damaged: MaxDamaged::Fraction(0.25),
+                ..config(threads, 8)
+            };
+            let mut l = Loader::new(Arc::clone(&ds), cfg, Position::default()).unwrap();
+            let batches = take(&mut l, 10); // two epochs: every record met twice
+            let mut met = l.take_damaged();
+            met.sort_by_key(|m| m.record);
+            (batches, l.stats().damaged_records, met)
+        };
+        let what = format!("{} damaged", damaged.len());
+        let (a, count, met) = run(1);
+        let (b, _, _) = run(3);
+        let (again, _, _) = run(1);
+        assert!(a == b, "{what}: replacements depend on threads");
+        assert!(a == again, "{what}: a rerun gives other batches");
+        for (_, _, _, _, _, _, records) in &a {
+            assert!(
+                records.iter().all(|r| !damaged.contains(r)),
+                "{what}: a damaged record was delivered"
+            );
+        }
+        // Met once an epoch each, and again whenever a replacement drew one.
+        // (The workers fill batches ahead: the counts may include a third
+        // epoch's first meetings, taken before the count was read.)
+        assert!(count >= 2 * damaged.len() as u64, "{what}: {count} counted");
+        assert!(met.len() as u64 <= count, "{what}: {} reported", met.len());
+        assert!(
+            met.len() >= 2 * damaged.len(),
+            "{what}: {} reported",
+            met.len()
+        );
+        let distinct: std::collections::BTreeSet<u64> = met.iter().map(|m| m.record).collect();
+        assert_eq!(distinct.into_iter().collect::<Vec<_>>(), damaged, "{what}");
+        let first = Dataset::open(tmp.path()).unwrap();
+        for m in &met {
+            let want = DamagedRecord {
+                record: m.record,
+                shard: shard.clone(),
+                shard_record: m.record,
+                offset: first.record(m.record).unwrap().meta.offset,
+            };
+            assert_eq!(m, &want, "{what}");
+        }
+    }
+}
+
+#[test]
+fn past_the_ceiling_damaged_records_stop_the_loader_with_a_named_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let damaged: Vec<u64> = (0..40).step_by(4).collect();
+    let (ds, _) = dataset_with_damage(tmp.path(), &damaged);
+    for max in [MaxDamaged::Count(3), MaxDamaged::Fraction(0.05)] {
+        let cfg = LoaderConfig {
+            max_damaged: max,
+            ..config(2, 8)
+        };
+        let mut l = Loader::new(Arc::clone(&ds), cfg, Position::default()).unwrap();
+        let err = (0..10)
+            .find_map(|_| l.next_batch().err())
+            .expect("10 damaged records of 40 went through");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, LoaderError::TooManyDamaged { limit, .. } if limit == max.limit(40)),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("--max-damaged") && msg.contains("shard-00000.bshard"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn damage_to_a_shard_header_or_index_stops_whatever_the_policy() {
+    for (what, at) in [("header", 8usize), ("index", 1)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ds, shard) = dataset_with_damage(tmp.path(), &[]);
+        drop(ds);
+        let mut bytes = fs::read(&shard).unwrap();
+        // The header's first bytes; the index is the file's last 32 bytes a record.
+        let i = if what == "header" {
+            at
+        } else {
+            bytes.len() - 40 * 32 + at
+        };
+        bytes[i] ^= 0x10;
+        fs::write(&shard, &bytes).unwrap();
+        // Opening the dataset checks every header and index: neither
+        // policy gets to see a record.
+        let err = Dataset::open(tmp.path()).err().map(|e| e.to_string());
+        let msg = err.unwrap_or_else(|| panic!("{what} damage went unnoticed"));
+        assert!(msg.contains("shard-00000.bshard"), "{what}: {msg}");
+    }
 }
 
 #[test]

@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::data::augment::AugmentConfig;
-use crate::data::loader::{Loader, LoaderConfig, LoaderError, Mode, PixelFormat};
+use crate::data::loader::{Loader, LoaderConfig, LoaderError, Mode, OnDamaged, PixelFormat};
 use crate::data::sampler::{Order, Position, SamplerConfig};
 use crate::data::shard::Dataset;
 use crate::error::IoError;
@@ -213,9 +213,10 @@ pub fn features<B: Backend>(
         threads: cfg.threads,
         format: PixelFormat::U8,
         mode: Mode::Eval,
-        // Row i is record i: an undecodable record is an error naming it,
-        // never silently replaced by another.
+        // Row i is record i: an undecodable or damaged record is an error
+        // naming it, never silently replaced by another.
         max_replacements: 0,
+        on_damaged: OnDamaged::Stop,
         ..LoaderConfig::default()
     };
     let mut loader = Loader::new(dataset, loader_cfg, Position::default())?;

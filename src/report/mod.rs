@@ -263,6 +263,13 @@ pub fn write(run: &Path, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
             ),
         );
     }
+    let damaged: u64 = steps.iter().map(|s| s.damaged_records).sum();
+    if damaged > 0 {
+        row(
+            "damaged records skipped",
+            format!("{damaged} (their checksums fail; each listed in damaged.jsonl)"),
+        );
+    }
     if let Some(k) = knn.last() {
         row(
             "kNN (last)",

@@ -6,8 +6,9 @@ use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::log::RunLog;
-use super::{CheckpointState, KnnLog, RunError, StepLog, checkpoint};
+use super::{CheckpointState, DamagedLog, KnnLog, RunError, StepLog, checkpoint};
 use crate::chart::{self, Chart, DARK, LIGHT, Series};
+use crate::data::loader::DamagedRecord;
 use crate::error::IoError;
 use crate::model::BarlowTwins;
 
@@ -87,6 +88,16 @@ impl RunFolder {
         self.losses.push((entry.step, entry.loss));
         if self.writes {
             self.log.step(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Lists the damaged records skipped, reported with step `step`.
+    pub fn damaged(&self, step: u64, records: Vec<DamagedRecord>) -> Result<(), RunError> {
+        if self.writes {
+            for record in records {
+                self.log.damaged(&DamagedLog { step, record })?;
+            }
         }
         Ok(())
     }

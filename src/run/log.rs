@@ -26,6 +26,24 @@ pub struct StepLog {
     /// step, over the steps since the previous line. Absent on one device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<PeerTraffic>,
+    /// Damaged records the loader skipped since the previous line (each
+    /// listed in `damaged.jsonl`). Absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub damaged_records: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One damaged record skipped, as `damaged.jsonl` lists it: the log line's
+/// step it was reported with, the dataset record, its shard, its number in
+/// the shard and its offset there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DamagedLog {
+    pub step: u64,
+    #[serde(flatten)]
+    pub record: crate::data::loader::DamagedRecord,
 }
 
 /// The all-reduce traffic of one data-parallel peer per training step
@@ -59,10 +77,11 @@ pub struct KnnLog {
     pub top5: f64,
 }
 
-/// The run's two JSONL logs.
+/// The run's JSONL logs.
 pub(crate) struct RunLog {
     steps: PathBuf,
     knn: PathBuf,
+    damaged: PathBuf,
 }
 
 impl RunLog {
@@ -70,12 +89,13 @@ impl RunLog {
         RunLog {
             steps: out.join("log.jsonl"),
             knn: out.join("knn.jsonl"),
+            damaged: out.join("damaged.jsonl"),
         }
     }
 
-    /// A fresh run: both logs emptied.
+    /// A fresh run: the logs emptied.
     pub(crate) fn start(&self) -> Result<(), RunError> {
-        for p in [&self.steps, &self.knn] {
+        for p in [&self.steps, &self.knn, &self.damaged] {
             std::fs::write(p, b"").map_err(IoError::at(p))?;
         }
         Ok(())
@@ -86,6 +106,7 @@ impl RunLog {
     /// checkpoint and is kept).
     pub(crate) fn resume_at(&self, step: u64) -> Result<(), RunError> {
         cut_log(&self.steps, step)?;
+        cut_log(&self.damaged, step)?;
         cut_log(&self.knn, step + 1)
     }
 
@@ -115,6 +136,10 @@ impl RunLog {
 
     pub(crate) fn knn(&self, entry: &KnnLog) -> Result<(), RunError> {
         append(&self.knn, entry)
+    }
+
+    pub(crate) fn damaged(&self, entry: &DamagedLog) -> Result<(), RunError> {
+        append(&self.damaged, entry)
     }
 }
 

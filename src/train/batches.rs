@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 
 use super::peers::Feed;
 use super::{RunOptions, TrainError};
-use crate::data::loader::{Loader, LoaderConfig};
+use crate::data::loader::{DamagedRecord, Loader, LoaderConfig};
 use crate::data::sampler::Position;
 use crate::data::shard::Dataset;
 use crate::model::normalise_u8;
@@ -61,12 +61,12 @@ impl<'a, B: Backend> Batches<'a, B> {
         share: Option<Share<'a>>,
     ) -> Result<Self, TrainError> {
         let mut loader_cfg = LoaderConfig {
+            on_damaged: run.on_damaged,
+            max_damaged: run.max_damaged,
             #[cfg(test)]
             panic_on_record: run.panic_on_record,
             ..cfg.loader_config()
         };
-        #[cfg(not(test))]
-        let _ = run;
         loader_cfg.sampler.rank = process;
         loader_cfg.sampler.world_size = processes;
         loader_cfg.sampler.batch_size = cfg.batch_size / processes;
@@ -87,6 +87,11 @@ impl<'a, B: Backend> Batches<'a, B> {
             cfg.lr_weights,
             cfg.lr_biases,
         )
+    }
+
+    /// The damaged records the loader skipped since the last call.
+    pub(super) fn take_damaged(&mut self) -> Vec<DamagedRecord> {
+        self.loader.take_damaged()
     }
 
     /// The position after the batch at `pos`.

@@ -72,6 +72,7 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
         monitor: Monitoring::new(run.monitor.as_ref(), cfg.image_size, cfg.threads, device),
         stopping: Stopping::new(run.stop.clone(), processes),
         pending: PendingLosses::default(),
+        damaged_records: 0,
         folder,
     };
     if start_step == 0 {
@@ -110,6 +111,8 @@ struct Parts<'a, B: AutodiffBackend> {
     stopping: Stopping,
     /// Losses on the device until a log line or a checkpoint reads them.
     pending: PendingLosses<B::InnerBackend>,
+    /// Damaged records skipped so far (logged).
+    damaged_records: u64,
     /// The logs and the checkpoints.
     folder: RunFolder,
 }
@@ -136,6 +139,7 @@ impl<B: AutodiffBackend> Parts<'_, B> {
             backbone: finished.backbone,
             stopped: done < steps.end,
             loss_reads: self.pending.reads().to_vec(),
+            damaged_records: self.damaged_records,
         }
     }
 }
@@ -189,9 +193,13 @@ fn train_steps<B: AutodiffBackend + PeerReduce>(
         if parts.meter.due(step) {
             let read = parts.pending.read(batches.uploaded)?;
             let loss = read.last().map_or(f32::NAN, |r| r.1);
-            parts
-                .folder
-                .step(&parts.meter.line(step, views.pos, rates, loss))?;
+            let damaged = batches.take_damaged();
+            parts.damaged_records += damaged.len() as u64;
+            let line = parts
+                .meter
+                .line(step, views.pos, rates, loss, damaged.len() as u64);
+            parts.folder.step(&line)?;
+            parts.folder.damaged(step, damaged)?;
         }
         let next = batches.after(views.pos);
         let epoch_done = next.batch == 0;

@@ -62,14 +62,15 @@ impl<'a> Meter<'a> {
         step == 0 || (step + 1).is_multiple_of(self.log_every) || step + 1 == self.total
     }
 
-    /// The log line of step `step` at `pos` with its rates and `loss`;
-    /// starts a new window.
+    /// The log line of step `step` at `pos` with its rates, `loss` and the
+    /// damaged records skipped since the last line; starts a new window.
     pub(super) fn line(
         &mut self,
         step: u64,
         pos: Position,
         (lr_weights, lr_biases): (f64, f64),
         loss: f32,
+        damaged_records: u64,
     ) -> StepLog {
         let (images_per_sec, data_wait) = self.window.take();
         let steps = std::mem::take(&mut self.steps);
@@ -86,6 +87,7 @@ impl<'a> Meter<'a> {
             images_per_sec,
             data_wait,
             peers: self.traffic(steps),
+            damaged_records,
         }
     }
 

@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::data::loader::LoaderError;
+use crate::data::loader::{LoaderError, MaxDamaged, OnDamaged};
 use crate::data::shard::Dataset;
 use crate::error::IoError;
 use crate::eval::EvalError;
@@ -100,6 +100,11 @@ pub struct RunOptions {
     /// The processes of a multi-process run (MPI), each running
     /// [`train_on`] with its own devices; process 0 writes the run folder.
     pub processes: Option<Arc<dyn Processes>>,
+    /// What a damaged record (its checksum fails) does to the run: skipped
+    /// (replaced, counted, listed in `damaged.jsonl`) up to `max_damaged`
+    /// distinct records, or an error.
+    pub on_damaged: OnDamaged,
+    pub max_damaged: MaxDamaged,
     /// Testing aid: a loader worker panics on this record.
     #[cfg(test)]
     pub(crate) panic_on_record: Option<u64>,
@@ -128,6 +133,8 @@ impl RunOptions {
             init_from: None,
             peer_timeout: Duration::from_secs(1800),
             processes: None,
+            on_damaged: OnDamaged::default(),
+            max_damaged: MaxDamaged::default(),
             #[cfg(test)]
             panic_on_record: None,
             #[cfg(test)]
@@ -212,6 +219,9 @@ pub struct TrainSummary {
     /// Every fetch of losses from the device by this invocation: one per
     /// log point and checkpoint with losses pending, never one per step.
     pub loss_reads: Vec<LossRead>,
+    /// Damaged records the loader skipped in this invocation, each time
+    /// met (`damaged.jsonl` lists them).
+    pub damaged_records: u64,
 }
 
 /// Trains on `dataset` per `cfg`, writing into `run.out`.

@@ -233,6 +233,79 @@ fn peers_log_their_all_reduce_traffic_as_counted_by_hand() {
 }
 
 #[test]
+fn damaged_records_are_skipped_logged_and_named_or_stop_the_run() {
+    use crate::data::loader::{DamagedRecord, MaxDamaged, OnDamaged};
+    use crate::run::DamagedLog;
+    let tmp = tempfile::tempdir().unwrap();
+    drop(tiny(tmp.path(), 12));
+    // A bit flipped inside records 2 and 9 (the index stays valid).
+    let dir = tmp.path().join("shards");
+    let ds = Dataset::open(&dir).unwrap();
+    assert_eq!(ds.shards().len(), 1);
+    let shard = ds.shards()[0].path().to_path_buf();
+    let offsets: Vec<u64> = [2, 9].map(|r| ds.record(r).unwrap().meta.offset).to_vec();
+    drop(ds);
+    let mut bytes = std::fs::read(&shard).unwrap();
+    for o in &offsets {
+        bytes[*o as usize + 30] ^= 0x04;
+    }
+    std::fs::write(&shard, &bytes).unwrap();
+    let ds = Arc::new(Dataset::open(&dir).unwrap());
+    let cfg = TrainConfig {
+        max_steps: Some(6),
+        log_every: 1,
+        ..small()
+    };
+    let run = |name: &str, on_damaged| {
+        let run = RunOptions {
+            on_damaged,
+            max_damaged: MaxDamaged::Count(2),
+            ..RunOptions::new(tmp.path().join(name))
+        };
+        let dev = Default::default();
+        (train::<Cpu>(ds.clone(), &cfg, &run, &dev, &Silent), run.out)
+    };
+    let (a, out) = run("a", OnDamaged::Skip);
+    let a = a.unwrap().1;
+    let (b, _) = run("b", OnDamaged::Skip);
+    assert_same_losses(&b.unwrap().1, &a, "a rerun");
+    // Two epochs of 3 steps: each damaged record met at least once an epoch.
+    assert!(a.damaged_records >= 4, "{}", a.damaged_records);
+    let logged: u64 = step_logs(&out).iter().map(|l| l.damaged_records).sum();
+    assert_eq!(logged, a.damaged_records);
+    let listed: Vec<DamagedLog> = std::fs::read_to_string(out.join("damaged.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len() as u64, a.damaged_records);
+    for l in &listed {
+        let i = [2, 9].iter().position(|&r| r == l.record.record).unwrap();
+        let want = DamagedRecord {
+            record: l.record.record,
+            shard: shard.clone(),
+            shard_record: l.record.record,
+            offset: offsets[i],
+        };
+        assert_eq!(l.record, want);
+    }
+    // Under `stop` the first damaged record met ends the run, named.
+    match run("c", OnDamaged::Stop).0 {
+        Err(TrainError::Loader(e)) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("shard-00000") && msg.contains("checksum"),
+                "{msg}"
+            );
+        }
+        other => panic!(
+            "expected a damaged record's error, got {:?}",
+            other.map(|r| r.1.steps)
+        ),
+    }
+}
+
+#[test]
 fn processes_train_as_one_and_refuse_to_start_unlike() {
     use crate::peers::threads::Threads;
     let tmp = tempfile::tempdir().unwrap();

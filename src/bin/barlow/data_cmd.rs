@@ -50,6 +50,8 @@ pub struct BenchLoaderArgs {
     /// Print one JSON object per mode (the last line is the last mode's).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub damaged: crate::train_cmd::DamageArgs,
 }
 
 /// Measures the loader on `--data` in each `--mode`.
@@ -67,6 +69,8 @@ pub fn run_bench_loader(a: BenchLoaderArgs) -> Result<(), String> {
         },
         threads: default_threads(a.threads),
         format: a.format,
+        on_damaged: a.damaged.on_damaged,
+        max_damaged: a.damaged.max_damaged,
         ..LoaderConfig::default()
     };
     bench_loader(&a.data, &cfg, &a.mode, a.warmup, a.batches, a.json)
@@ -104,13 +108,14 @@ fn bench_loader(
         };
         let r = loader::bench(Arc::clone(&ds), &cfg, warmup, batches).map_err(|e| e.to_string())?;
         println!(
-            "mode {:<7} {:>8.1} images/s ({} images in {:.2}s); data wait {:.2}s; decode failures {}",
+            "mode {:<7} {:>8.1} images/s ({} images in {:.2}s); data wait {:.2}s; decode failures {}; damaged records skipped {}",
             mode.name(),
             r.images_per_sec(),
             r.images,
             r.seconds,
             r.stats.data_wait.as_secs_f64(),
-            r.stats.decode_failures
+            r.stats.decode_failures,
+            r.stats.damaged_records
         );
         let total: f64 = r.stats.ms_per_image().iter().map(|s| s.1).sum();
         for (name, ms) in r.stats.ms_per_image() {

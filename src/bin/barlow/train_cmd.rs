@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use barlow::backend::{BackendChoice, BackendKind};
+use barlow::data::loader::{MaxDamaged, OnDamaged};
 use barlow::data::shard::Dataset;
 use barlow::eval::knn::KnnConfig;
 use barlow::model::{Arch, Precision, parse_projector};
@@ -151,6 +152,8 @@ pub struct TrainArgs {
     /// Checkpoints kept, the newest.
     #[arg(long, default_value_t = 2)]
     keep_checkpoints: usize,
+    #[command(flatten)]
+    damaged: DamageArgs,
     /// Start from these weights instead of random ones: a safetensors file
     /// with torchvision's ResNet names (`barlow export`, or a converted
     /// torchvision checkpoint). The projector is loaded too when the file
@@ -229,6 +232,22 @@ impl TrainArgs {
         }
         Ok(c)
     }
+}
+
+/// What a record whose checksum fails does (`train`, `bench-loader`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct DamageArgs {
+    /// A record whose checksum fails: skip it (replaced by another record
+    /// chosen from the seed, counted, and listed in RUN/damaged.jsonl) or
+    /// stop with an error naming its shard, record and offset. Damage to
+    /// a shard's header or index always stops.
+    #[arg(long, value_parser = crate::choice::<OnDamaged>(), default_value = "skip")]
+    pub on_damaged: OnDamaged,
+    /// With --on-damaged skip, stop once more distinct records than this
+    /// are damaged: a count (10) or a fraction of the dataset (0.001 or
+    /// 0.1%).
+    #[arg(long, value_parser = MaxDamaged::parse, default_value = "0.1%")]
+    pub max_damaged: MaxDamaged,
 }
 
 impl TrainArgs {
@@ -358,6 +377,8 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
         stop: Some(stop),
         init_from: a.init_from.clone(),
         peer_timeout: std::time::Duration::from_secs(a.peer_timeout_s),
+        on_damaged: a.damaged.on_damaged,
+        max_damaged: a.damaged.max_damaged,
         processes,
         ..RunOptions::new(&a.out)
     };
@@ -423,6 +444,13 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
         s.images_per_sec,
         100.0 * s.data_wait_share
     );
+    let damaged = s.damaged_records;
+    if damaged > 0 {
+        println!(
+            "  {damaged} damaged records skipped (their checksums fail): {}",
+            a.out.join("damaged.jsonl").display()
+        );
+    }
     for k in &s.knn {
         println!(
             "  kNN after epoch {}: top-1 {:.1}%, top-5 {:.1}%",

@@ -49,6 +49,7 @@ impl BenchReport {
             "seconds": self.seconds,
             "data_wait_sec": self.stats.data_wait.as_secs_f64(),
             "decode_failures": self.stats.decode_failures,
+            "damaged_records": self.stats.damaged_records,
             "buffer_bytes": self.buffer_bytes,
             "rss_anon_bytes": self.rss_anon_after,
         });

@@ -14,9 +14,13 @@
 //!   k+1 .. k+prefetch. Time the caller spends blocked in
 //!   [`Loader::next_batch`] is the data wait (starvation) time.
 //! - **Failures.** A record that fails to decode is replaced by another
-//!   record chosen from `(seed, epoch, record, attempt)` and counted. Shard
-//!   damage (a record checksum mismatch) and worker panics become a
-//!   [`LoaderError`] at the consumer; the loader never hangs on them.
+//!   record chosen from `(seed, epoch, record, attempt)` and counted. So is
+//!   a damaged record (its checksum fails) under [`OnDamaged::Skip`], the
+//!   default, which also reports it ([`Loader::take_damaged`]) and stops
+//!   past [`MaxDamaged`]; under [`OnDamaged::Stop`] it is an error. Damage
+//!   to a shard's header or index, too many damaged records and worker
+//!   panics become a [`LoaderError`] at the consumer; the loader never
+//!   hangs on them.
 //! - **Shutdown.** Dropping the loader stops and joins every worker promptly.
 //!
 //! Work is handed out lock-free: a shared atomic counter numbers the samples
@@ -35,12 +39,15 @@ use crossbeam_channel::{Receiver, unbounded};
 
 mod batch;
 mod bench;
+mod damage;
 mod stats;
 mod worker;
 
 pub use batch::PixelFormat;
 use batch::{BatchBuffers, Slot};
 pub use bench::{BenchReport, bench};
+use damage::Damage;
+pub use damage::{DamagedRecord, MaxDamaged, OnDamaged};
 use stats::AtomicStats;
 pub use stats::LoaderStats;
 
@@ -103,6 +110,10 @@ pub struct LoaderConfig {
     pub max_pixels: u64,
     /// Replacement attempts for a record that fails to decode.
     pub max_replacements: u32,
+    /// What a record whose checksum fails does to the stream.
+    pub on_damaged: OnDamaged,
+    /// Distinct damaged records tolerated under [`OnDamaged::Skip`].
+    pub max_damaged: MaxDamaged,
     /// Testing aid: a worker panics when it meets this record.
     #[cfg(test)]
     pub(crate) panic_on_record: Option<u64>,
@@ -119,6 +130,8 @@ impl Default for LoaderConfig {
             mode: Mode::Full,
             max_pixels: crate::data::decode::DEFAULT_MAX_PIXELS,
             max_replacements: 16,
+            on_damaged: OnDamaged::default(),
+            max_damaged: MaxDamaged::default(),
             #[cfg(test)]
             panic_on_record: None,
         }
@@ -153,6 +166,17 @@ pub enum LoaderError {
         at: String,
         message: String,
     },
+    #[error(
+        "{damaged} damaged records (their checksums fail) of {records}, more than \
+         --max-damaged allows ({limit}); the latest: {last}. The shards are failing or \
+         were copied badly: check them with `shardify --check`"
+    )]
+    TooManyDamaged {
+        damaged: u64,
+        limit: u64,
+        records: u64,
+        last: String,
+    },
     #[error("the loader's workers stopped")]
     Stopped,
 }
@@ -174,6 +198,7 @@ struct Shared {
     freed: (Mutex<()>, Condvar),
     orders: Mutex<VecDeque<(u64, Arc<Vec<u64>>)>>,
     stats: AtomicStats,
+    damage: Damage,
 }
 
 /// The loader. See the module docs.
@@ -218,6 +243,7 @@ impl Loader {
             freed: (Mutex::new(()), Condvar::new()),
             orders: Mutex::new(VecDeque::new()),
             stats: AtomicStats::default(),
+            damage: Damage::default(),
         });
         let (tx, events) = unbounded();
         let workers = (0..threads)
@@ -277,6 +303,12 @@ impl Loader {
     /// Counters so far.
     pub fn stats(&self) -> LoaderStats {
         self.shared.stats.snapshot(self.data_wait, self.next)
+    }
+
+    /// The damaged records skipped since the last call, each time met
+    /// (a damaged record is met again every epoch), in no set order.
+    pub fn take_damaged(&mut self) -> Vec<DamagedRecord> {
+        self.shared.damage.take()
     }
 
     /// Bytes of batch buffers held.

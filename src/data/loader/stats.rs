@@ -13,6 +13,8 @@ pub struct LoaderStats {
     pub images: u64,
     /// Records that failed to decode and were replaced.
     pub decode_failures: u64,
+    /// Damaged records (checksum failures) skipped and replaced.
+    pub damaged_records: u64,
     pub read: Duration,
     pub decode: Duration,
     pub stages: StageTimes,
@@ -27,6 +29,7 @@ impl LoaderStats {
         LoaderStats {
             images: self.images - earlier.images,
             decode_failures: self.decode_failures - earlier.decode_failures,
+            damaged_records: self.damaged_records - earlier.damaged_records,
             read: self.read.saturating_sub(earlier.read),
             decode: self.decode.saturating_sub(earlier.decode),
             stages: StageTimes {
@@ -68,6 +71,7 @@ impl LoaderStats {
 pub(crate) struct AtomicStats {
     pub(crate) images: AtomicU64,
     pub(crate) decode_failures: AtomicU64,
+    pub(crate) damaged_records: AtomicU64,
     pub(crate) read_ns: AtomicU64,
     pub(crate) decode_ns: AtomicU64,
     pub(crate) crop_ns: AtomicU64,
@@ -88,6 +92,7 @@ impl AtomicStats {
         LoaderStats {
             images: s.images.load(Ordering::Relaxed),
             decode_failures: s.decode_failures.load(Ordering::Relaxed),
+            damaged_records: s.damaged_records.load(Ordering::Relaxed),
             read: d(&s.read_ns),
             decode: d(&s.decode_ns),
             stages: StageTimes {

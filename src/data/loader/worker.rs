@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::stats::add;
-use super::{Event, LoaderError, Mode, PixelFormat, Shared, Slot};
+use super::{Event, LoaderError, Mode, OnDamaged, PixelFormat, Shared, Slot};
 use crate::data::augment::{Augmenter, StageTimes, eval_view, sample_view};
 use crate::data::decode::Decoder;
+use crate::data::shard::ShardError;
 use crate::rng::{below, stream};
 
 /// Stream tag for decode-failure replacements.
@@ -147,12 +148,41 @@ fn sample(
     let stats = &shared.stats;
     let mut used = record;
     let mut attempt = 0u32;
+    // The record that stands in for `record` after `attempt` failures.
+    let replacement = |attempt: u32| {
+        let mut rng = stream(&[TAG_REPLACE, cfg.sampler.seed, epoch, record, attempt as u64]);
+        below(&mut rng, shared.dataset.len())
+    };
     let decoded = loop {
         let t0 = Instant::now();
-        let rec = shared
-            .dataset
-            .verified_record(used)
-            .map_err(|e| LoaderError::Shard(Arc::new(e)))?;
+        let rec = match shared.dataset.verified_record(used) {
+            Ok(rec) => rec,
+            Err(e @ ShardError::RecordChecksum { .. }) if cfg.on_damaged == OnDamaged::Skip => {
+                stats.damaged_records.fetch_add(1, Ordering::Relaxed);
+                let damaged = shared.damage.note(used, &e);
+                let limit = cfg.max_damaged.limit(shared.dataset.len());
+                if damaged > limit {
+                    return Err(LoaderError::TooManyDamaged {
+                        damaged,
+                        limit,
+                        records: shared.dataset.len(),
+                        last: e.to_string(),
+                    });
+                }
+                attempt += 1;
+                if attempt > cfg.max_replacements {
+                    return Err(LoaderError::Undecodable {
+                        record,
+                        at: shared.dataset.describe(record),
+                        attempts: cfg.max_replacements,
+                        last: e.to_string(),
+                    });
+                }
+                used = replacement(attempt);
+                continue;
+            }
+            Err(e) => return Err(LoaderError::Shard(Arc::new(e))),
+        };
         let t1 = Instant::now();
         add(&stats.read_ns, t1 - t0);
         // Decode into the worker's buffer; on failure pick a replacement.
@@ -175,9 +205,7 @@ fn sample(
                         last,
                     });
                 }
-                let mut rng =
-                    stream(&[TAG_REPLACE, cfg.sampler.seed, epoch, record, attempt as u64]);
-                used = below(&mut rng, shared.dataset.len());
+                used = replacement(attempt);
             }
         }
     };
