@@ -6,7 +6,7 @@ use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::log::RunLog;
-use super::{CheckpointState, DamagedLog, KnnLog, RunError, StepLog, checkpoint};
+use super::{CheckpointState, DamagedLog, KnnLog, RewindLog, RunError, StepLog, checkpoint};
 use crate::chart::{self, Chart, DARK, LIGHT, Series};
 use crate::data::loader::DamagedRecord;
 use crate::error::IoError;
@@ -98,6 +98,18 @@ impl RunFolder {
             for record in records {
                 self.log.damaged(&DamagedLog { step, record })?;
             }
+        }
+        Ok(())
+    }
+
+    /// The run goes back to step `step` (a checkpoint's, or 0) after a
+    /// non-finite loss: the logs are cut back to it, as when resuming, and
+    /// the rewind is listed.
+    pub fn rewind(&mut self, step: u64, entry: &RewindLog) -> Result<(), RunError> {
+        self.losses.retain(|l| l.0 < step);
+        if self.writes {
+            self.log.rewind_to(step)?;
+            self.log.rewind(entry)?;
         }
         Ok(())
     }

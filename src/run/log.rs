@@ -36,6 +36,23 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// One rewind past a non-finite loss, as `rewinds.jsonl` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RewindLog {
+    /// The step whose loss was not finite, and that loss (`NaN`, `inf`).
+    pub step: u64,
+    pub loss: String,
+    /// The run's how-many-th rewind in this invocation, from 1.
+    pub rewind: u32,
+    /// The step of the checkpoint the run went back to (0: its start).
+    pub back_to_step: u64,
+    /// Batches skipped: those of the steps from `back_to_step` through
+    /// `step`, and the window after them.
+    pub skipped_batches: u64,
+    /// Where the loader went on from.
+    pub resumes_at: crate::data::sampler::Position,
+}
+
 /// One damaged record skipped, as `damaged.jsonl` lists it: the log line's
 /// step it was reported with, the dataset record, its shard, its number in
 /// the shard and its offset there.
@@ -82,6 +99,7 @@ pub(crate) struct RunLog {
     steps: PathBuf,
     knn: PathBuf,
     damaged: PathBuf,
+    rewinds: PathBuf,
 }
 
 impl RunLog {
@@ -90,12 +108,13 @@ impl RunLog {
             steps: out.join("log.jsonl"),
             knn: out.join("knn.jsonl"),
             damaged: out.join("damaged.jsonl"),
+            rewinds: out.join("rewinds.jsonl"),
         }
     }
 
     /// A fresh run: the logs emptied.
     pub(crate) fn start(&self) -> Result<(), RunError> {
-        for p in [&self.steps, &self.knn, &self.damaged] {
+        for p in [&self.steps, &self.knn, &self.damaged, &self.rewinds] {
             std::fs::write(p, b"").map_err(IoError::at(p))?;
         }
         Ok(())
@@ -105,6 +124,14 @@ impl RunLog {
     /// logged twice (a kNN pass at `step` itself was written with the
     /// checkpoint and is kept).
     pub(crate) fn resume_at(&self, step: u64) -> Result<(), RunError> {
+        // A rewind past a step the resumed run will take again happens again.
+        cut_log(&self.rewinds, step)?;
+        self.rewind_to(step)
+    }
+
+    /// A run sent back to `step` by a non-finite loss: [`RunLog::resume_at`]
+    /// but for the list of rewinds, which keeps every one.
+    pub(crate) fn rewind_to(&self, step: u64) -> Result<(), RunError> {
         cut_log(&self.steps, step)?;
         cut_log(&self.damaged, step)?;
         cut_log(&self.knn, step + 1)
@@ -140,6 +167,10 @@ impl RunLog {
 
     pub(crate) fn damaged(&self, entry: &DamagedLog) -> Result<(), RunError> {
         append(&self.damaged, entry)
+    }
+
+    pub(crate) fn rewind(&self, entry: &RewindLog) -> Result<(), RunError> {
+        append(&self.rewinds, entry)
     }
 }
 

@@ -4,7 +4,8 @@
 //! - `log.jsonl`: one [`StepLog`] at step 0, every `log_every` steps and at
 //!   the last step (the loss history); `knn.jsonl`: one [`KnnLog`] per kNN
 //!   monitor pass; `damaged.jsonl`: one [`DamagedLog`] per damaged record
-//!   the loader skipped.
+//!   the loader skipped; `rewinds.jsonl`: one [`RewindLog`] per rewind past
+//!   a non-finite loss.
 //! - `checkpoints/step-<n>/`: everything a run needs to continue exactly
 //!   ([`checkpoint`]), its [`TrainConfig`] included.
 //! - `backbone.bin` (the backbone alone, at the end) and `loss.png`.
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 pub use checkpoint::{CheckpointError, CheckpointState};
 pub use config::{TrainConfig, differences, trajectory_json};
 pub use folder::{Finished, RunFolder, loss_chart};
-pub use log::{DamagedLog, KnnLog, PeerTraffic, StepLog};
+pub use log::{DamagedLog, KnnLog, PeerTraffic, RewindLog, StepLog};
 
 use crate::error::IoError;
 

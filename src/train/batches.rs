@@ -39,6 +39,8 @@ pub(super) struct Views<B: Backend> {
 /// This process's loader and where its batches go.
 pub(super) struct Batches<'a, B: Backend> {
     loader: Loader,
+    dataset: Arc<Dataset>,
+    loader_cfg: LoaderConfig,
     device: &'a B::Device,
     share: Option<Share<'a>>,
     /// Batches uploaded, counted from the run's start (step k trains on the
@@ -71,7 +73,9 @@ impl<'a, B: Backend> Batches<'a, B> {
         loader_cfg.sampler.world_size = processes;
         loader_cfg.sampler.batch_size = cfg.batch_size / processes;
         Ok(Batches {
-            loader: Loader::new(dataset, loader_cfg, position)?,
+            loader: Loader::new(Arc::clone(&dataset), loader_cfg.clone(), position)?,
+            dataset,
+            loader_cfg,
             device,
             share,
             uploaded: step,
@@ -92,6 +96,20 @@ impl<'a, B: Backend> Batches<'a, B> {
     /// The damaged records the loader skipped since the last call.
     pub(super) fn take_damaged(&mut self) -> Vec<DamagedRecord> {
         self.loader.take_damaged()
+    }
+
+    /// Starts the loader again at `position`, the `step`-th batch of the
+    /// run.
+    pub(super) fn restart(&mut self, step: u64, position: Position) -> Result<(), TrainError> {
+        let cfg = self.loader_cfg.clone();
+        self.loader = Loader::new(Arc::clone(&self.dataset), cfg, position)?;
+        self.uploaded = step;
+        Ok(())
+    }
+
+    /// The position `n` batches after `pos`.
+    pub(super) fn after_n(&self, pos: Position, n: u64) -> Position {
+        self.loader.sampler().advance(pos, n)
     }
 
     /// The position after the batch at `pos`.

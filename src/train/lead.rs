@@ -1,7 +1,9 @@
 //! The training loop of peer 0 (the only peer on one device): take the
 //! views, step, hand the step's result to the run's parts (the log, the
 //! kNN monitor, the checkpoints, stopping), and go on with the next views,
-//! uploaded while the step computes.
+//! uploaded while the step computes. A non-finite loss under
+//! `--on-nonfinite rewind` sends the loop back to its last checkpoint
+//! ([`super::rewind`]).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use super::batches::{Batches, Share};
 use super::meter::Meter;
 use super::monitor::Monitoring;
 use super::replica::{Replica, replica, start_facts};
+use super::rewind::OnNonFinite;
 use super::stopping::Stopping;
 use super::{Parallel, PendingLosses, RunOptions, TrainError, TrainSummary, data_parallel_step};
 use crate::data::sampler::Position;
@@ -23,6 +26,11 @@ use crate::optim::{Lars, WarmupCosine};
 use crate::peers::{Peer, PeerReduce};
 use crate::progress::Progress;
 use crate::run::{CheckpointState, Finished, RunFolder, TrainConfig};
+
+pub(super) type Optim<B> = OptimizerAdaptor<Lars, BarlowTwins<B>, B>;
+
+/// A peer's network and its optimiser, as the loop carries them.
+pub(super) type Trainee<B> = (BarlowTwins<B>, Optim<B>);
 
 /// Trains peer 0's replica on `dataset` from the run's start (fresh or
 /// resumed) to its end or its stop, sharing each batch through `share`.
@@ -59,7 +67,7 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
         run.keep_checkpoints,
     )?;
     let at = (process, processes);
-    let mut batches = Batches::<B>::new(dataset, cfg, run, at, (start_step, start), device, share)?;
+    let batches = Batches::<B>::new(dataset, cfg, run, at, (start_step, start), device, share)?;
     let schedule = batches.schedule(cfg);
     let total = cfg
         .max_steps
@@ -67,28 +75,35 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
         .min(schedule.total_steps)
         .max(start_step);
     let started = Instant::now();
-    let mut parts = Parts {
-        meter: Meter::new(cfg.log_every, total, processes, peer, progress),
-        monitor: Monitoring::new(run.monitor.as_ref(), cfg.image_size, cfg.threads, device),
-        stopping: Stopping::new(run.stop.clone(), processes),
-        pending: PendingLosses::default(),
-        damaged_records: 0,
-        folder,
+    let mut lp = Loop {
+        cfg,
+        run,
+        peer,
+        schedule,
+        batches,
+        parts: Parts {
+            meter: Meter::new(cfg.log_every, total, processes, peer, progress),
+            monitor: Monitoring::new(run.monitor.as_ref(), cfg.image_size, cfg.threads, device),
+            stopping: Stopping::new(run.stop.clone(), processes),
+            pending: PendingLosses::default(),
+            damaged_records: 0,
+            rewinds: Vec::new(),
+            folder,
+        },
     };
     if start_step == 0 {
-        parts.monitor.at_start(&model, &parts.folder)?;
+        lp.parts.monitor.at_start(&model, &lp.parts.folder)?;
     }
     progress.begin("train", total, start_step);
-    let steps = start_step..total;
-    let (model, optim, done) = train_steps(
-        cfg,
-        (model, optim),
-        &mut batches,
-        &schedule,
-        &mut parts,
-        steps,
-        peer,
-    )?;
+    let (mut replica, mut from) = ((model, optim), start_step);
+    let (model, optim, done) = loop {
+        match lp.steps(replica, from..total) {
+            Err(TrainError::NonFinite(loss, step)) if run.on_nonfinite == OnNonFinite::Rewind => {
+                (replica, from) = lp.rewind(device, loss, step)?;
+            }
+            ended => break ended?,
+        }
+    };
     progress.finish();
     let elapsed = started.elapsed();
     let initial = CheckpointState {
@@ -96,25 +111,142 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
         position: start,
         config: cfg.clone(),
     };
+    let parts = &mut lp.parts;
     let finished = parts
         .folder
         .finish(&model, &optim, &initial, resumed.is_some())?;
-    let summary = parts.summary(start_step..total, done, elapsed, finished);
+    let summary = lp.parts.summary(start_step..total, done, elapsed, finished);
     Ok((model, summary))
 }
 
+/// The loop's state: its config, where its batches come from, its
+/// schedule and the parts each step's result goes to.
+pub(super) struct Loop<'a, B: AutodiffBackend> {
+    pub(super) cfg: &'a TrainConfig,
+    pub(super) run: &'a RunOptions,
+    pub(super) peer: Option<&'a Peer>,
+    pub(super) schedule: WarmupCosine,
+    pub(super) batches: Batches<'a, B>,
+    pub(super) parts: Parts<'a, B>,
+}
+
 /// What the loop hands each step's result to.
-struct Parts<'a, B: AutodiffBackend> {
+pub(super) struct Parts<'a, B: AutodiffBackend> {
     /// Images/s, data wait, the peers' traffic: the log lines' figures.
-    meter: Meter<'a>,
-    monitor: Monitoring<'a, B>,
-    stopping: Stopping,
+    pub(super) meter: Meter<'a>,
+    pub(super) monitor: Monitoring<'a, B>,
+    pub(super) stopping: Stopping,
     /// Losses on the device until a log line or a checkpoint reads them.
-    pending: PendingLosses<B::InnerBackend>,
+    pub(super) pending: PendingLosses<B::InnerBackend>,
     /// Damaged records skipped so far (logged).
-    damaged_records: u64,
+    pub(super) damaged_records: u64,
+    /// The steps whose loss was not finite and sent the run back.
+    pub(super) rewinds: Vec<u64>,
     /// The logs and the checkpoints.
-    folder: RunFolder,
+    pub(super) folder: RunFolder,
+}
+
+impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
+    /// The steps `steps` of the run (`steps.end` is its last) of the
+    /// replica `(model, optim)`: returns it and the number of steps done
+    /// when the loop ended (early when stopped).
+    fn steps(
+        &mut self,
+        (mut model, mut optim): Trainee<B>,
+        steps: Range<u64>,
+    ) -> Result<(BarlowTwins<B>, Optim<B>, u64), TrainError> {
+        let (cfg, total) = (self.cfg, steps.end);
+        let mut next_views = match steps.start < total {
+            true => Some(self.batches.upload(self.schedule.rates(steps.start).0)?),
+            false => None,
+        };
+        for step in steps {
+            // Two augmented views of the same images, already on the device.
+            let Some(views) = next_views.take() else {
+                break;
+            };
+            // Network -> loss -> backward -> LARS, queued on the device;
+            // every peer votes on stopping after it.
+            let rates = self.schedule.rates(step);
+            let parallel = Parallel {
+                peer: self.peer,
+                batch: cfg.batch_size,
+                grad_divisor: cfg.grad_divisor,
+                stop: self.parts.stopping.asked(),
+                precision: cfg.precision,
+            };
+            let stepped = data_parallel_step(
+                model, &mut optim, views.y1, views.y2, cfg.lambda, rates.0, parallel,
+            )?;
+            model = stepped.model;
+            let loss = super::rewind::poisoned(self.run, views.pos, stepped.loss);
+            self.parts.pending.push(step, loss);
+            let stop = self.parts.stopping.after(stepped.stop);
+            // The next batch is fetched and uploaded while this step computes.
+            if step + 1 < total && !stop {
+                next_views = Some(self.batches.upload(self.schedule.rates(step + 1).0)?);
+            }
+            // The step's result, to the run's parts.
+            self.parts.meter.stepped(views.images, views.waited);
+            if self.parts.meter.due(step) {
+                self.log_line(step, views.pos, rates)?;
+            }
+            let next = self.batches.after(views.pos);
+            let epoch_done = next.batch == 0;
+            if epoch_done {
+                let (epochs, parts) = (views.pos.epoch + 1, &mut self.parts);
+                parts
+                    .monitor
+                    .after_epoch(&model, epochs, step + 1, &parts.folder)?;
+            }
+            let last = step + 1 == total;
+            if self
+                .parts
+                .folder
+                .checkpoint_due(step, epoch_done, stop, last)
+            {
+                self.checkpoint(step + 1, next, &model, &optim)?;
+            }
+            if stop {
+                return Ok((model, optim, step + 1));
+            }
+        }
+        Ok((model, optim, total))
+    }
+
+    /// The log line of step `step` (at `pos`, with the step's `rates`),
+    /// and the damaged records skipped since the previous one.
+    fn log_line(&mut self, step: u64, pos: Position, rates: (f64, f64)) -> Result<(), TrainError> {
+        let parts = &mut self.parts;
+        let read = parts.pending.read(self.batches.uploaded)?;
+        let loss = read.last().map_or(f32::NAN, |r| r.1);
+        let damaged = self.batches.take_damaged();
+        parts.damaged_records += damaged.len() as u64;
+        let line = parts
+            .meter
+            .line(step, pos, rates, loss, damaged.len() as u64);
+        parts.folder.step(&line)?;
+        parts.folder.damaged(step, damaged)?;
+        Ok(())
+    }
+
+    /// A checkpoint of `step` steps done, the next batch at `next`.
+    fn checkpoint(
+        &mut self,
+        step: u64,
+        next: Position,
+        model: &BarlowTwins<B>,
+        optim: &Optim<B>,
+    ) -> Result<(), TrainError> {
+        // Every loss up to here is finite before its weights are saved.
+        self.parts.pending.read(self.batches.uploaded)?;
+        let state = CheckpointState {
+            step,
+            position: next,
+            config: self.cfg.clone(),
+        };
+        Ok(self.parts.folder.checkpoint(&state, model, optim)?)
+    }
 }
 
 impl<B: AutodiffBackend> Parts<'_, B> {
@@ -140,90 +272,7 @@ impl<B: AutodiffBackend> Parts<'_, B> {
             stopped: done < steps.end,
             loss_reads: self.pending.reads().to_vec(),
             damaged_records: self.damaged_records,
+            rewinds: self.rewinds,
         }
     }
-}
-
-type Optim<B> = OptimizerAdaptor<Lars, BarlowTwins<B>, B>;
-
-/// The steps `steps` of the run (`steps.end` is its last) of the replica
-/// `(model, optim)`: returns it and the number of steps done when the loop
-/// ended (early when stopped).
-fn train_steps<B: AutodiffBackend + PeerReduce>(
-    cfg: &TrainConfig,
-    (mut model, mut optim): (BarlowTwins<B>, Optim<B>),
-    batches: &mut Batches<'_, B>,
-    schedule: &WarmupCosine,
-    parts: &mut Parts<'_, B>,
-    steps: Range<u64>,
-    peer: Option<&Peer>,
-) -> Result<(BarlowTwins<B>, Optim<B>, u64), TrainError> {
-    let total = steps.end;
-    let mut next_views = match steps.start < total {
-        true => Some(batches.upload(schedule.rates(steps.start).0)?),
-        false => None,
-    };
-    for step in steps {
-        // Two augmented views of the same images, already on the device.
-        let Some(views) = next_views.take() else {
-            break;
-        };
-        // Network -> loss -> backward -> LARS, queued on the device; every
-        // peer votes on stopping after it.
-        let rates = schedule.rates(step);
-        let parallel = Parallel {
-            peer,
-            batch: cfg.batch_size,
-            grad_divisor: cfg.grad_divisor,
-            stop: parts.stopping.asked(),
-            precision: cfg.precision,
-        };
-        let stepped = data_parallel_step(
-            model, &mut optim, views.y1, views.y2, cfg.lambda, rates.0, parallel,
-        )?;
-        model = stepped.model;
-        parts.pending.push(step, stepped.loss);
-        let stop = parts.stopping.after(stepped.stop);
-        // The next batch is fetched and uploaded while this step computes.
-        if step + 1 < total && !stop {
-            next_views = Some(batches.upload(schedule.rates(step + 1).0)?);
-        }
-        // The step's result, to the run's parts.
-        parts.meter.stepped(views.images, views.waited);
-        if parts.meter.due(step) {
-            let read = parts.pending.read(batches.uploaded)?;
-            let loss = read.last().map_or(f32::NAN, |r| r.1);
-            let damaged = batches.take_damaged();
-            parts.damaged_records += damaged.len() as u64;
-            let line = parts
-                .meter
-                .line(step, views.pos, rates, loss, damaged.len() as u64);
-            parts.folder.step(&line)?;
-            parts.folder.damaged(step, damaged)?;
-        }
-        let next = batches.after(views.pos);
-        let epoch_done = next.batch == 0;
-        if epoch_done {
-            parts
-                .monitor
-                .after_epoch(&model, views.pos.epoch + 1, step + 1, &parts.folder)?;
-        }
-        if parts
-            .folder
-            .checkpoint_due(step, epoch_done, stop, step + 1 == total)
-        {
-            // Every loss up to here is finite before its weights are saved.
-            parts.pending.read(batches.uploaded)?;
-            let state = CheckpointState {
-                step: step + 1,
-                position: next,
-                config: cfg.clone(),
-            };
-            parts.folder.checkpoint(&state, &model, &optim)?;
-        }
-        if stop {
-            return Ok((model, optim, step + 1));
-        }
-    }
-    Ok((model, optim, total))
 }

@@ -40,6 +40,7 @@ mod meter;
 mod monitor;
 mod peers;
 mod replica;
+mod rewind;
 mod step;
 mod stopping;
 
@@ -66,6 +67,7 @@ pub use crate::run::{
 };
 pub use monitor::Monitor;
 pub use replica::initial_model;
+pub use rewind::OnNonFinite;
 pub use step::{
     LossRead, Parallel, PendingLosses, Stepped, barlow_twins_gradients,
     barlow_twins_gradients_with, barlow_twins_step, data_parallel_step,
@@ -105,6 +107,16 @@ pub struct RunOptions {
     /// distinct records, or an error.
     pub on_damaged: OnDamaged,
     pub max_damaged: MaxDamaged,
+    /// What a non-finite loss does: stop naming the step, or rewind to the
+    /// newest checkpoint and skip the batches from there through the bad
+    /// step and `rewind_skip` more, at most `max_rewinds` times (one
+    /// device in one process only).
+    pub on_nonfinite: OnNonFinite,
+    pub rewind_skip: u64,
+    pub max_rewinds: u32,
+    /// Testing aid: the loss of the batch at this position is made NaN.
+    #[cfg(test)]
+    pub(crate) poison_batch: Option<crate::data::sampler::Position>,
     /// Testing aid: a loader worker panics on this record.
     #[cfg(test)]
     pub(crate) panic_on_record: Option<u64>,
@@ -135,6 +147,11 @@ impl RunOptions {
             processes: None,
             on_damaged: OnDamaged::default(),
             max_damaged: MaxDamaged::default(),
+            on_nonfinite: OnNonFinite::default(),
+            rewind_skip: 100,
+            max_rewinds: 3,
+            #[cfg(test)]
+            poison_batch: None,
             #[cfg(test)]
             panic_on_record: None,
             #[cfg(test)]
@@ -170,6 +187,16 @@ pub enum TrainError {
     },
     #[error("the loss became {0} at step {1}")]
     NonFinite(f32, u64),
+    #[error(
+        "the loss became {loss} at step {step} after {rewinds} rewinds (--max-rewinds): \
+         the run diverges; lower the learning rate or check the data"
+    )]
+    TooManyRewinds { loss: f32, step: u64, rewinds: u32 },
+    #[error(
+        "--on-nonfinite rewind runs on one device in one process; with {peers} peers use \
+         --on-nonfinite stop and --resume"
+    )]
+    RewindNeedsOneDevice { peers: usize },
     #[error("data-parallel training: {0}")]
     Peer(#[from] PeerError),
     #[error(
@@ -222,6 +249,9 @@ pub struct TrainSummary {
     /// Damaged records the loader skipped in this invocation, each time
     /// met (`damaged.jsonl` lists them).
     pub damaged_records: u64,
+    /// The steps whose loss was not finite and sent the run back to its
+    /// newest checkpoint, in order (`rewinds.jsonl`).
+    pub rewinds: Vec<u64>,
 }
 
 /// Trains on `dataset` per `cfg`, writing into `run.out`.
@@ -250,6 +280,11 @@ pub fn train_on<B: AutodiffBackend + PeerReduce>(
     let dtype = cfg.precision.dtype();
     if devices.iter().any(|d| !B::supports_dtype(d, dtype)) {
         return Err(TrainError::PrecisionUnsupported(cfg.precision));
+    }
+    if run.on_nonfinite == OnNonFinite::Rewind && world * processes > 1 {
+        return Err(TrainError::RewindNeedsOneDevice {
+            peers: world * processes,
+        });
     }
     if world <= 1 && processes == 1 {
         let device = devices.first().cloned().unwrap_or_default();

@@ -196,6 +196,12 @@ impl<B: Backend> PendingLosses<B> {
         }
     }
 
+    /// Drops the losses kept since the last read, unread.
+    pub fn discard(&mut self) {
+        self.steps.clear();
+        self.values.clear();
+    }
+
     /// Every fetch [`PendingLosses::read`] has made, oldest first.
     pub fn reads(&self) -> &[LossRead] {
         &self.reads

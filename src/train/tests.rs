@@ -306,6 +306,94 @@ fn damaged_records_are_skipped_logged_and_named_or_stop_the_run() {
 }
 
 #[test]
+fn a_non_finite_loss_rewinds_to_the_last_checkpoint_past_its_batches() {
+    use crate::run::RewindLog;
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tiny(tmp.path(), 12); // 24 images: 3 batches of 8 an epoch
+    let cfg = TrainConfig {
+        epochs: 4,
+        max_steps: Some(9),
+        log_every: 1,
+        ..small()
+    };
+    // Step 5 trains on the batch at epoch 1, batch 2: its loss made NaN.
+    let poison = Position { epoch: 1, batch: 2 };
+    let options = |name: &str, on_nonfinite, max_rewinds| RunOptions {
+        checkpoint_every: Some(2),
+        on_nonfinite,
+        rewind_skip: 1,
+        max_rewinds,
+        poison_batch: Some(poison),
+        ..RunOptions::new(tmp.path().join(name))
+    };
+    let dev = Default::default();
+    let go = |run: &RunOptions| train::<Cpu>(ds.clone(), &cfg, run, &dev, &Silent);
+    let rewinding = options("a", OnNonFinite::Rewind, 3);
+    let (_, a) = go(&rewinding).unwrap();
+    assert_eq!((a.steps, a.rewinds.clone()), (9, vec![5]));
+    // Back to the checkpoint of step 4 (written every 2 steps), past the
+    // batches of steps 4 and 5 and one more: step 4 again on epoch 2's
+    // second batch.
+    let lines = step_logs(&rewinding.out);
+    assert_eq!(
+        lines.iter().map(|l| l.step).collect::<Vec<_>>(),
+        (0..9).collect::<Vec<_>>()
+    );
+    assert!(lines.iter().all(|l| l.loss.is_finite()));
+    assert_eq!((lines[3].epoch, lines[4].epoch), (1, 2));
+    let rewinds = |run: &RunOptions| -> Vec<RewindLog> {
+        std::fs::read_to_string(run.out.join("rewinds.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let want = RewindLog {
+        step: 5,
+        loss: "NaN".into(),
+        rewind: 1,
+        back_to_step: 4,
+        skipped_batches: 3,
+        resumes_at: Position { epoch: 2, batch: 1 },
+    };
+    assert_eq!(rewinds(&rewinding), [want]);
+    // The steps before the rewind are the run's without the poison.
+    let clean = RunOptions {
+        poison_batch: None,
+        ..options("clean", OnNonFinite::Stop, 0)
+    };
+    let (_, c) = go(&clean).unwrap();
+    assert_eq!(&a.losses[..4], &c.losses[..4]);
+    assert_ne!(a.losses[4], c.losses[4], "step 4 trained on another batch");
+    // A rerun rewinds the same way.
+    let again = options("b", OnNonFinite::Rewind, 3);
+    let (_, b) = go(&again).unwrap();
+    assert_same_losses(&b, &a, "a rerun");
+    assert_eq!(rewinds(&again), rewinds(&rewinding));
+    // Under `stop` the run stops at step 5; past the rewind limit too.
+    match go(&options("stop", OnNonFinite::Stop, 3)) {
+        Err(TrainError::NonFinite(v, 5)) => assert!(v.is_nan()),
+        other => panic!("expected NaN at step 5, got {:?}", other.map(|r| r.1.steps)),
+    }
+    match go(&options("limit", OnNonFinite::Rewind, 0)) {
+        Err(e @ TrainError::TooManyRewinds { step: 5, .. }) => {
+            assert!(e.to_string().contains("--max-rewinds"), "{e}")
+        }
+        other => panic!(
+            "expected the rewind limit, got {:?}",
+            other.map(|r| r.1.steps)
+        ),
+    }
+    // Several peers cannot rewind (yet): refused before the first step.
+    let two = vec![Default::default(); 2];
+    let peers = options("peers", OnNonFinite::Rewind, 3);
+    match train_on::<Cpu>(ds.clone(), &cfg, &peers, &two, &Silent) {
+        Err(TrainError::RewindNeedsOneDevice { peers: 2 }) => {}
+        other => panic!("expected a refusal, got {:?}", other.map(|r| r.1.steps)),
+    }
+}
+
+#[test]
 fn processes_train_as_one_and_refuse_to_start_unlike() {
     use crate::peers::threads::Threads;
     let tmp = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use barlow::eval::knn::KnnConfig;
 use barlow::model::{Arch, Precision, parse_projector};
 use barlow::peers::Processes;
 use barlow::progress::Bar;
-use barlow::train::{self, Monitor, RunOptions, TrainConfig, checkpoint};
+use barlow::train::{self, Monitor, OnNonFinite, RunOptions, TrainConfig, checkpoint};
 
 /// Where the network runs.
 #[derive(clap::Args, Debug, Clone)]
@@ -154,6 +154,19 @@ pub struct TrainArgs {
     keep_checkpoints: usize,
     #[command(flatten)]
     damaged: DamageArgs,
+    /// A loss that is not finite (NaN, infinite): stop, naming the step,
+    /// or rewind: go back to the newest checkpoint, skip the batches from
+    /// there through the bad step and --rewind-skip more, and go on (one
+    /// device in one process). Rewinding needs frequent checkpoints:
+    /// --checkpoint-every.
+    #[arg(long, value_parser = crate::choice::<OnNonFinite>(), default_value = "stop")]
+    on_nonfinite: OnNonFinite,
+    /// Batches skipped after the bad step when rewinding.
+    #[arg(long, default_value_t = 100)]
+    rewind_skip: u64,
+    /// Rewinds allowed in one launch before the run stops.
+    #[arg(long, default_value_t = 3)]
+    max_rewinds: u32,
     /// Start from these weights instead of random ones: a safetensors file
     /// with torchvision's ResNet names (`barlow export`, or a converted
     /// torchvision checkpoint). The projector is loaded too when the file
@@ -379,6 +392,9 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
         peer_timeout: std::time::Duration::from_secs(a.peer_timeout_s),
         on_damaged: a.damaged.on_damaged,
         max_damaged: a.damaged.max_damaged,
+        on_nonfinite: a.on_nonfinite,
+        rewind_skip: a.rewind_skip,
+        max_rewinds: a.max_rewinds,
         processes,
         ..RunOptions::new(&a.out)
     };
@@ -444,6 +460,12 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
         s.images_per_sec,
         100.0 * s.data_wait_share
     );
+    for step in &s.rewinds {
+        println!(
+            "  rewound after a non-finite loss at step {step}: {}",
+            a.out.join("rewinds.jsonl").display()
+        );
+    }
     let damaged = s.damaged_records;
     if damaged > 0 {
         println!(
