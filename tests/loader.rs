@@ -11,7 +11,7 @@ use std::time::Duration;
 use barlow::data::augment::AugmentConfig;
 use barlow::data::loader::PixelFormat;
 use barlow::data::loader::{
-    DamagedRecord, Loader, LoaderConfig, LoaderError, MaxDamaged, Mode, OnDamaged,
+    DamagedRecord, Loader, LoaderConfig, LoaderError, MaxDamaged, Mode, OnDamaged, ReadPath,
 };
 use barlow::data::sampler::{Position, SamplerConfig};
 
@@ -360,6 +360,24 @@ fn damage_to_a_shard_header_or_index_stops_whatever_the_policy() {
         let msg = err.unwrap_or_else(|| panic!("{what} damage went unnoticed"));
         assert!(msg.contains("shard-00000.bshard"), "{what}: {msg}");
     }
+}
+
+#[test]
+fn every_read_path_delivers_the_same_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path(), 3, 12);
+    let run = |read| {
+        let cfg = LoaderConfig {
+            read,
+            read_ahead: 5,
+            ..config(2, 4)
+        };
+        let mut l = Loader::new(Arc::clone(&ds), cfg, Position::default()).unwrap();
+        take(&mut l, 20) // two epochs
+    };
+    let map = run(ReadPath::Map);
+    assert!(map == run(ReadPath::MapAdvised), "map-advised differs");
+    assert!(map == run(ReadPath::Pread), "pread differs");
 }
 
 #[test]

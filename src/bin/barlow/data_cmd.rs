@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use barlow::Choice;
 use barlow::data::augment::AugmentConfig;
-use barlow::data::loader::{self, LoaderConfig, Mode, PixelFormat};
+use barlow::data::loader::{self, Bench, LoaderConfig, Mode, PixelFormat, ReadPath};
 use barlow::data::sampler::{Order, SamplerConfig};
 use barlow::data::shard::Dataset;
 use barlow::prep::datasets::photo_crops::{self, CropOptions};
@@ -52,6 +52,19 @@ pub struct BenchLoaderArgs {
     pub json: bool,
     #[command(flatten)]
     pub damaged: crate::train_cmd::DamageArgs,
+    /// How workers read records: straight out of the memory maps, the maps
+    /// with access hints and read-ahead in the sampler's order, or pread
+    /// into reused buffers with the same read-ahead.
+    #[arg(long, value_parser = choice::<ReadPath>(), default_value = "pread")]
+    pub read: ReadPath,
+    /// Drop the dataset's pages from the page cache first: the run reads
+    /// from the disk, as a dataset larger than memory does.
+    #[arg(long)]
+    pub evict: bool,
+    /// Print a CRC-32 of every batch (views, labels, records): two runs
+    /// with equal checksums delivered the same batches.
+    #[arg(long)]
+    pub checksum: bool,
 }
 
 /// Measures the loader on `--data` in each `--mode`.
@@ -71,29 +84,37 @@ pub fn run_bench_loader(a: BenchLoaderArgs) -> Result<(), String> {
         format: a.format,
         on_damaged: a.damaged.on_damaged,
         max_damaged: a.damaged.max_damaged,
+        read: a.read,
         ..LoaderConfig::default()
     };
-    bench_loader(&a.data, &cfg, &a.mode, a.warmup, a.batches, a.json)
+    let run = Bench {
+        warmup: a.warmup,
+        batches: a.batches,
+        checksum: a.checksum,
+    };
+    bench_loader(&a.data, &cfg, &a.mode, run, a.json, a.evict)
 }
 
 fn bench_loader(
     data: &Path,
     base: &LoaderConfig,
     modes: &[Mode],
-    warmup: usize,
-    batches: usize,
+    run: Bench,
     json: bool,
+    evict: bool,
 ) -> Result<(), String> {
     let ds = Arc::new(Dataset::open(data).map_err(|e| e.to_string())?);
     println!(
-        "dataset {}: {} records; {} threads, batch {}, views {}x{} {}",
+        "dataset {}: {} records; {} threads, batch {}, views {}x{} {}, {} order, read {}",
         data.display(),
         ds.len(),
         base.threads,
         base.sampler.batch_size,
         base.augment.size,
         base.augment.size,
-        base.format.name()
+        base.format.name(),
+        base.sampler.order.name(),
+        base.read.name()
     );
     let mib = |b: Option<u64>| {
         b.map_or("?".into(), |b| {
@@ -106,7 +127,10 @@ fn bench_loader(
             mode,
             ..base.clone()
         };
-        let r = loader::bench(Arc::clone(&ds), &cfg, warmup, batches).map_err(|e| e.to_string())?;
+        if evict {
+            ds.evict().map_err(|e| e.to_string())?;
+        }
+        let r = loader::bench(Arc::clone(&ds), &cfg, run).map_err(|e| e.to_string())?;
         println!(
             "mode {:<7} {:>8.1} images/s ({} images in {:.2}s); data wait {:.2}s; decode failures {}; damaged records skipped {}",
             mode.name(),
@@ -127,11 +151,16 @@ fn bench_loader(
             }
         }
         println!(
-            "    memory: batch buffers {}; RssAnon {} -> {}",
+            "    memory: batch buffers {}; RssAnon {} -> {}; {} major faults, {} read from storage",
             mib(Some(r.buffer_bytes as u64)),
             mib(r.rss_anon_before),
-            mib(r.rss_anon_after)
+            mib(r.rss_anon_after),
+            r.major_faults.map_or("?".into(), |n| n.to_string()),
+            mib(r.read_bytes)
         );
+        if let Some(crc) = r.batches_crc32 {
+            println!("    batches checksum {crc:08x}");
+        }
         reports.push(r);
     }
     let rate = |m: Mode| {

@@ -28,6 +28,24 @@ pub struct BenchReport {
     /// and after the timed batches (Linux; `None` elsewhere).
     pub rss_anon_before: Option<u64>,
     pub rss_anon_after: Option<u64>,
+    /// Major page faults of the process and bytes it read from storage
+    /// over the timed batches (Linux; `None` elsewhere).
+    pub major_faults: Option<u64>,
+    pub read_bytes: Option<u64>,
+    /// With [`Bench::checksum`]: the CRC-32 of every batch delivered,
+    /// warm-up included (views, labels, records): equal for equal batches.
+    pub batches_crc32: Option<u32>,
+}
+
+/// What [`bench`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Bench {
+    /// Batches taken before timing starts.
+    pub warmup: usize,
+    /// Batches timed.
+    pub batches: usize,
+    /// Checksum every batch ([`BenchReport::batches_crc32`]).
+    pub checksum: bool,
 }
 
 impl BenchReport {
@@ -52,6 +70,9 @@ impl BenchReport {
             "damaged_records": self.stats.damaged_records,
             "buffer_bytes": self.buffer_bytes,
             "rss_anon_bytes": self.rss_anon_after,
+            "major_faults": self.major_faults,
+            "read_bytes": self.read_bytes,
+            "batches_crc32": self.batches_crc32,
         });
         for (name, ms) in self.stats.ms_per_image() {
             obj[format!("{}_ms_per_image", name.replace('+', "_"))] = ms.into();
@@ -60,27 +81,48 @@ impl BenchReport {
     }
 }
 
-/// Runs the loader over `dataset` with `cfg`, takes `warmup` batches, then
-/// times `batches` more.
+/// Runs the loader over `dataset` with `cfg`, takes `run.warmup` batches,
+/// then times `run.batches` more.
 pub fn bench(
     dataset: Arc<Dataset>,
     cfg: &LoaderConfig,
-    warmup: usize,
-    batches: usize,
+    run: Bench,
 ) -> Result<BenchReport, LoaderError> {
     let rss_anon_before = rss_anon();
     let mut loader = Loader::new(dataset, cfg.clone(), Position::default())?;
-    for _ in 0..warmup {
-        loader.next_batch()?;
+    let mut crc = run.checksum.then(crc32fast::Hasher::new);
+    let mut take = |loader: &mut Loader| -> Result<usize, LoaderError> {
+        let b = loader.next_batch()?;
+        if let Some(h) = crc.as_mut() {
+            for v in 0..cfg.mode.views() {
+                match cfg.format {
+                    super::PixelFormat::U8 => h.update(b.view_u8(v)),
+                    super::PixelFormat::F32 => b
+                        .view_f32(v)
+                        .iter()
+                        .for_each(|x| h.update(&x.to_le_bytes())),
+                }
+            }
+            b.labels().iter().for_each(|l| h.update(&l.to_le_bytes()));
+            b.records().iter().for_each(|r| h.update(&r.to_le_bytes()));
+        }
+        Ok(b.len())
+    };
+    for _ in 0..run.warmup {
+        take(&mut loader)?;
     }
     let s0 = loader.stats();
+    let (faults0, read0) = (major_faults(), read_bytes());
     let t0 = Instant::now();
     let mut images = 0usize;
-    for _ in 0..batches {
-        images += loader.next_batch()?.len();
+    for _ in 0..run.batches {
+        images += take(&mut loader)?;
     }
     let seconds = t0.elapsed().as_secs_f64();
     let stats = loader.stats().since(&s0);
+    let since = |now: Option<u64>, then: Option<u64>| Some(now?.saturating_sub(then?));
+    let major_faults = since(major_faults(), faults0);
+    let read_bytes = since(read_bytes(), read0);
     Ok(BenchReport {
         mode: cfg.mode,
         threads: cfg.threads,
@@ -92,7 +134,27 @@ pub fn bench(
         buffer_bytes: loader.buffer_bytes(),
         rss_anon_before,
         rss_anon_after: rss_anon(),
+        major_faults,
+        read_bytes,
+        batches_crc32: crc.map(crc32fast::Hasher::finalize),
     })
+}
+
+/// Major page faults of this process so far (Linux), if known.
+pub fn major_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // majflt is field 12 of the whole line, the 10th after the name.
+    rest.split_whitespace().nth(9)?.parse().ok()
+}
+
+/// Bytes this process caused to be read from storage so far (Linux), if
+/// known.
+pub fn read_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    let line = io.lines().find(|l| l.starts_with("read_bytes:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Resident anonymous memory of this process in bytes (Linux), if known.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::stats::add;
-use super::{Event, LoaderError, Mode, OnDamaged, PixelFormat, Shared, Slot};
+use super::{Event, LoaderError, Mode, OnDamaged, PixelFormat, ReadPath, Shared, Slot};
 use crate::data::augment::{Augmenter, StageTimes, eval_view, sample_view};
 use crate::data::decode::Decoder;
 use crate::data::shard::ShardError;
@@ -24,6 +24,10 @@ struct WorkerState {
     decoder: Decoder,
     aug: Augmenter,
     order: Option<(u64, Arc<Vec<u64>>)>,
+    /// The order of the epoch read ahead into.
+    ahead_order: Option<(u64, Arc<Vec<u64>>)>,
+    /// A record's bytes under [`ReadPath::Pread`].
+    bytes: Vec<u8>,
     reported: StageTimes,
 }
 
@@ -35,6 +39,8 @@ pub(super) fn run(shared: &Shared, tx: &Sender<Event>) {
         decoder: Decoder::new(cfg.max_pixels),
         aug: Augmenter::new(cfg.augment.size),
         order: None,
+        ahead_order: None,
+        bytes: Vec::new(),
         reported: StageTimes::default(),
     };
     while !shared.stop.load(Ordering::Relaxed) {
@@ -43,6 +49,9 @@ pub(super) fn run(shared: &Shared, tx: &Sender<Event>) {
         let slot = &shared.slots[(k % depth) as usize];
         if !wait_for_slot(shared, slot, k) {
             return;
+        }
+        if cfg.read != ReadPath::Map {
+            read_ahead(shared, &mut st.ahead_order, s + cfg.read_ahead);
         }
         let pos = shared.sampler.advance(shared.start, k);
         let order = epoch_order(shared, &mut st.order, pos.epoch);
@@ -78,6 +87,21 @@ pub(super) fn run(shared: &Shared, tx: &Sender<Event>) {
         {
             return;
         }
+    }
+}
+
+/// Asks for the pages of the record that sample `s` of the stream will
+/// read (the sampler's order is known ahead).
+fn read_ahead(shared: &Shared, cache: &mut Option<(u64, Arc<Vec<u64>>)>, s: u64) {
+    let batch = shared.cfg.sampler.batch_size as u64;
+    let pos = shared.sampler.advance(shared.start, s / batch);
+    let order = epoch_order(shared, cache, pos.epoch);
+    if let Some(&record) = shared
+        .sampler
+        .batch_of(&order, pos.batch)
+        .get((s % batch) as usize)
+    {
+        shared.dataset.will_need(record);
     }
 }
 
@@ -155,7 +179,17 @@ fn sample(
     };
     let decoded = loop {
         let t0 = Instant::now();
-        let rec = match shared.dataset.verified_record(used) {
+        let read = match cfg.read {
+            ReadPath::Pread => shared
+                .dataset
+                .read_verified_into(used, &mut st.bytes)
+                .map(|meta| (&st.bytes[..], meta)),
+            ReadPath::Map | ReadPath::MapAdvised => shared
+                .dataset
+                .verified_record(used)
+                .map(|r| (r.bytes, r.meta)),
+        };
+        let (bytes, meta) = match read {
             Ok(rec) => rec,
             Err(e @ ShardError::RecordChecksum { .. }) if cfg.on_damaged == OnDamaged::Skip => {
                 stats.damaged_records.fetch_add(1, Ordering::Relaxed);
@@ -188,12 +222,12 @@ fn sample(
         // Decode into the worker's buffer; on failure pick a replacement.
         let ok = st
             .decoder
-            .decode(rec.bytes)
+            .decode(bytes)
             .map(|d| (d.width, d.height))
             .map_err(|e| e.to_string());
         add(&stats.decode_ns, t1.elapsed());
         match ok {
-            Ok(_) => break (used, rec.meta.label),
+            Ok(_) => break (used, meta.label),
             Err(last) => {
                 stats.decode_failures.fetch_add(1, Ordering::Relaxed);
                 attempt += 1;

@@ -1,9 +1,12 @@
-//! Zero-copy reading of shards through a memory map.
+//! Zero-copy reading of shards through a memory map, or reading a record
+//! into the caller's buffer (`pread`); read-ahead and cache hints for both.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap};
 
 use crate::error::IoError;
 
@@ -24,6 +27,7 @@ pub struct Record<'a> {
 #[derive(Debug)]
 pub struct Shard {
     path: PathBuf,
+    file: File,
     map: Mmap,
     header: Header,
 }
@@ -50,7 +54,12 @@ impl Shard {
         // (the length is checked against the index at open, not after).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let header = validate(&path, &map)?;
-        Ok(Shard { path, map, header })
+        Ok(Shard {
+            path,
+            file,
+            map,
+            header,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -102,6 +111,75 @@ impl Shard {
             .get(start..start + meta.len as usize)
             .ok_or_else(|| self.record_out_of_bounds(i, &meta))?;
         Ok(Record { bytes, meta })
+    }
+
+    /// Record `i` read into `buf` (resized to fit) with `pread`, not
+    /// through the map, and checked against its CRC-32 as
+    /// [`Shard::verify_record`] checks it.
+    pub fn read_verified_into(
+        &self,
+        i: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<RecordMeta, ShardError> {
+        let meta = self.meta(i)?;
+        // `open` checked every entry against the file's length.
+        if meta.offset + meta.len as u64 > self.file_len() {
+            return Err(self.record_out_of_bounds(i, &meta));
+        }
+        buf.resize(meta.len as usize, 0);
+        self.file
+            .read_exact_at(buf, meta.offset)
+            .map_err(|source| {
+                ShardError::Io(IoError {
+                    path: self.path.clone(),
+                    source,
+                })
+            })?;
+        let computed = crc32fast::hash(buf);
+        if computed != meta.crc32 {
+            self.check_unchanged()?;
+            return Err(ShardError::RecordChecksum {
+                path: self.path.clone(),
+                record: i as u64,
+                offset: meta.offset,
+                stored: meta.crc32,
+                computed,
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Asks the kernel to read record `i`'s pages into the page cache now,
+    /// in the background. A hint: when it fails (or `i` is out of range)
+    /// the record is read when needed, which costs time only.
+    pub fn will_need(&self, i: usize) {
+        if let Ok(meta) = self.meta(i) {
+            let _ =
+                self.map
+                    .advise_range(Advice::WillNeed, meta.offset as usize, meta.len as usize);
+        }
+    }
+
+    /// Tells the kernel the map is read in no order: no read-around of the
+    /// pages next to a fault. A hint, as [`Shard::will_need`].
+    pub fn advise_random(&self) {
+        let _ = self.map.advise(Advice::Random);
+    }
+
+    /// Drops the file's pages from the page cache (those no process holds
+    /// dirty or locked): the next reads come from the disk.
+    pub fn evict(&self) -> Result<(), ShardError> {
+        // SAFETY: posix_fadvise only reads its integer arguments; the file
+        // descriptor is this shard's own open file.
+        let rc =
+            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            return Err(ShardError::Io(IoError {
+                path: self.path.clone(),
+                source: std::io::Error::from_raw_os_error(rc),
+            }));
+        }
+        Ok(())
     }
 
     /// Checks record `i`'s bytes against the CRC-32 in its index entry.
@@ -392,6 +470,35 @@ impl Dataset {
     pub fn verified_record(&self, index: u64) -> Result<Record<'_>, ShardError> {
         let (shard, local) = self.locate(index)?;
         self.shards[shard].verify_record(local)
+    }
+
+    /// Global record `index` read into `buf`, as
+    /// [`Shard::read_verified_into`] reads it.
+    pub fn read_verified_into(
+        &self,
+        index: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<RecordMeta, ShardError> {
+        let (shard, local) = self.locate(index)?;
+        self.shards[shard].read_verified_into(local, buf)
+    }
+
+    /// [`Shard::will_need`] of global record `index`.
+    pub fn will_need(&self, index: u64) {
+        if let Ok((shard, local)) = self.locate(index) {
+            self.shards[shard].will_need(local);
+        }
+    }
+
+    /// [`Shard::advise_random`] for every shard.
+    pub fn advise_random(&self) {
+        self.shards.iter().for_each(Shard::advise_random);
+    }
+
+    /// [`Shard::evict`] for every shard: the dataset's pages leave the
+    /// page cache.
+    pub fn evict(&self) -> Result<(), ShardError> {
+        self.shards.iter().try_for_each(Shard::evict)
     }
 
     /// Global record `index`, borrowed from its shard's map.
