@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The loader on a dataset larger than the memory it may use: `barlow
 # bench-loader` for each sampler order (random, blocked, sequential) and
-# read path (map, map-advised, pread), once with the data in the page cache
-# and no limit, once in a memory cgroup a third or less of the dataset's
-# size with the dataset's pages dropped first (--evict). Needs root (the
+# read path (auto, the default, then map, map-advised, pread), once with
+# the data in the page cache and no limit, once in a memory cgroup a third
+# or less of the dataset's size with the dataset's pages dropped first
+# (--evict). Needs root (the
 # cgroup) and Debian's package archive (the photos).
 #
 #   benches/out-of-memory.sh [LIMIT_MIB] [COUNT]     (defaults: 160 9000)
 #
-# Writes one JSON line per run to benches/results/out-of-memory-DATE.jsonl:
+# Writes one JSON line per run to benches/results/out-of-memory-DATE-HHMMSS.jsonl:
 # bench-loader's report plus `order`, `read`, `where` (memory | limited),
 # `limit_bytes` and the cgroup's `peak_bytes`.
 set -euo pipefail
@@ -17,7 +18,7 @@ limit_mib=${1:-160}
 count=${2:-9000}
 photos=bench-data/photos-$count
 shards=bench-data/photo-shards-$count
-out=benches/results/out-of-memory-$(date +%F).jsonl
+out=benches/results/out-of-memory-$(date +%F-%H%M%S).jsonl
 
 cargo build --release --bin barlow --bin shardify
 if [ ! -f "$shards/manifest.json" ]; then
@@ -47,7 +48,7 @@ bench() {
 
 : > "$out"
 for order in random blocked sequential; do
-  for read in map map-advised pread; do
+  for read in auto map map-advised pread; do
     # In memory: the whole dataset in the page cache, no limit.
     cat "$shards"/*.bshard > /dev/null
     line=$(bench --order "$order" --read "$read")

@@ -376,6 +376,9 @@ fn every_read_path_delivers_the_same_batches() {
         take(&mut l, 20) // two epochs
     };
     let map = run(ReadPath::Map);
+    // A dataset this small is read from the maps by default.
+    assert_eq!(ReadPath::Auto.resolve(&ds), ReadPath::Map);
+    assert!(map == run(ReadPath::Auto), "auto differs");
     assert!(map == run(ReadPath::MapAdvised), "map-advised differs");
     assert!(map == run(ReadPath::Pread), "pread differs");
 }

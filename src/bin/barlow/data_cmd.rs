@@ -54,8 +54,9 @@ pub struct BenchLoaderArgs {
     pub damaged: crate::train_cmd::DamageArgs,
     /// How workers read records: straight out of the memory maps, the maps
     /// with access hints and read-ahead in the sampler's order, or pread
-    /// into reused buffers with the same read-ahead.
-    #[arg(long, value_parser = choice::<ReadPath>(), default_value = "pread")]
+    /// into reused buffers with the same read-ahead; auto: the maps when
+    /// the dataset takes at most half the memory, else pread.
+    #[arg(long, value_parser = choice::<ReadPath>(), default_value = "auto")]
     pub read: ReadPath,
     /// Drop the dataset's pages from the page cache first: the run reads
     /// from the disk, as a dataset larger than memory does.
@@ -132,11 +133,12 @@ fn bench_loader(
         }
         let r = loader::bench(Arc::clone(&ds), &cfg, run).map_err(|e| e.to_string())?;
         println!(
-            "mode {:<7} {:>8.1} images/s ({} images in {:.2}s); data wait {:.2}s; decode failures {}; damaged records skipped {}",
+            "mode {:<7} {:>8.1} images/s ({} images in {:.2}s, read {}); data wait {:.2}s; decode failures {}; damaged records skipped {}",
             mode.name(),
             r.images_per_sec(),
             r.images,
             r.seconds,
+            r.read.name(),
             r.stats.data_wait.as_secs_f64(),
             r.stats.decode_failures,
             r.stats.damaged_records

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use barlow::backend::{BackendChoice, BackendKind};
-use barlow::data::loader::{MaxDamaged, OnDamaged};
+use barlow::data::loader::{MaxDamaged, OnDamaged, ReadPath, memory_budget};
 use barlow::data::shard::Dataset;
 use barlow::eval::knn::KnnConfig;
 use barlow::model::{Arch, Precision, parse_projector};
@@ -423,6 +423,14 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
         },
         cfg.threads,
         a.out.display()
+    ));
+    // The loader's read path, chosen by the dataset's size (docs/loader.md).
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    say(format!(
+        "loader reads records with {}: dataset {:.0} MiB, memory {}",
+        barlow::Choice::name(ReadPath::Auto.resolve(&ds)),
+        mib(ds.bytes()),
+        memory_budget().map_or("unknown".into(), |b| format!("{:.0} MiB", mib(b)))
     ));
     if a.resume && a.resumes_from()?.is_none() {
         say(format!(

@@ -14,6 +14,8 @@ use crate::data::shard::Dataset;
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub mode: Mode,
+    /// How the workers read records ([`super::ReadPath::Auto`] resolved).
+    pub read: super::ReadPath,
     pub threads: usize,
     pub batch_size: usize,
     pub image_size: u32,
@@ -60,6 +62,7 @@ impl BenchReport {
         let mut obj = serde_json::json!({
             "images_per_sec": self.images_per_sec(),
             "mode": self.mode.name(),
+            "read": self.read.name(),
             "threads": self.threads,
             "batch_size": self.batch_size,
             "image_size": self.image_size,
@@ -125,6 +128,7 @@ pub fn bench(
     let read_bytes = since(read_bytes(), read0);
     Ok(BenchReport {
         mode: cfg.mode,
+        read: loader.read_path(),
         threads: cfg.threads,
         batch_size: cfg.sampler.batch_size,
         image_size: cfg.augment.size,

@@ -97,10 +97,15 @@ impl crate::Choice for Mode {
 /// How workers get a record's bytes. Every path gives the same bytes and
 /// the same batches; they differ in what the kernel does when the dataset
 /// does not fit in memory (`docs/loader.md`, "Datasets larger than
-/// memory"): [`ReadPath::Pread`], the default, kept 96-97% of its
-/// in-memory speed with the data 3x the memory limit, the bare map 21%.
+/// memory"): [`ReadPath::Pread`] kept 97% of its in-memory speed with the
+/// data 3x the memory limit, the bare map 21%; in memory the map is a few
+/// percent faster. [`ReadPath::Auto`], the default, picks between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadPath {
+    /// [`ReadPath::Map`] when the dataset takes at most half the memory
+    /// this process may use ([`memory_budget`]), else [`ReadPath::Pread`].
+    #[default]
+    Auto,
     /// Straight out of the shards' memory maps, no hints: the page cache
     /// and the kernel's read-around decide.
     Map,
@@ -109,12 +114,63 @@ pub enum ReadPath {
     /// sampler's order.
     MapAdvised,
     /// `pread` into each worker's reused buffer, with the same read-ahead.
-    #[default]
     Pread,
+}
+
+impl ReadPath {
+    /// The path to read `dataset` with: this one, or for
+    /// [`ReadPath::Auto`] the one its size against [`memory_budget`] calls
+    /// for (the map where the budget is unknown).
+    pub fn resolve(self, dataset: &Dataset) -> ReadPath {
+        match self {
+            ReadPath::Auto => match memory_budget() {
+                Some(budget) if 2 * dataset.bytes() > budget => ReadPath::Pread,
+                _ => ReadPath::Map,
+            },
+            path => path,
+        }
+    }
+
+    /// Whether workers request records' pages ahead of reading them.
+    fn reads_ahead(self) -> bool {
+        matches!(self, ReadPath::MapAdvised | ReadPath::Pread)
+    }
+}
+
+/// The memory this process may use (Linux): the machine's, or its memory
+/// cgroup's limit where that is lower (cgroup v1 or v2).
+pub fn memory_budget() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let total_kb: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let limit = cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = if controllers.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        } else if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}/memory.max")
+        } else {
+            return None;
+        };
+        std::fs::read_to_string(file)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
+    Some(limit.map_or(total_kb * 1024, |l| l.min(total_kb * 1024)))
 }
 
 impl crate::Choice for ReadPath {
     const NAMES: &'static [(Self, &'static str)] = &[
+        (ReadPath::Auto, "auto"),
         (ReadPath::Map, "map"),
         (ReadPath::MapAdvised, "map-advised"),
         (ReadPath::Pread, "pread"),
@@ -140,7 +196,8 @@ pub struct LoaderConfig {
     /// How workers read records.
     pub read: ReadPath,
     /// With read-ahead ([`ReadPath::MapAdvised`], [`ReadPath::Pread`]): a
-    /// worker starting sample n asks for the pages of sample n + this.
+    /// worker starting sample n asks for the pages of sample n + this (at
+    /// most as many records as fill an eighth of [`memory_budget`]).
     pub read_ahead: u64,
     /// What a record whose checksum fails does to the stream.
     pub on_damaged: OnDamaged,
@@ -266,6 +323,14 @@ impl Loader {
             })
             .collect();
         let threads = cfg.threads.max(1);
+        let mut cfg = cfg;
+        cfg.read = cfg.read.resolve(&dataset);
+        // Pages read ahead must not evict one another before they are
+        // used: at most an eighth of the memory ahead.
+        if let (true, Some(budget)) = (cfg.read.reads_ahead(), memory_budget()) {
+            let record = dataset.bytes() / dataset.len().max(1);
+            cfg.read_ahead = cfg.read_ahead.min(budget / 8 / record.max(1)).max(1);
+        }
         if cfg.read == ReadPath::MapAdvised {
             dataset.advise_random();
         }
@@ -340,6 +405,11 @@ impl Loader {
     /// Counters so far.
     pub fn stats(&self) -> LoaderStats {
         self.shared.stats.snapshot(self.data_wait, self.next)
+    }
+
+    /// How the workers read records ([`ReadPath::Auto`] resolved).
+    pub fn read_path(&self) -> ReadPath {
+        self.shared.cfg.read
     }
 
     /// The damaged records skipped since the last call, each time met

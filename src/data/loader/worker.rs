@@ -50,7 +50,7 @@ pub(super) fn run(shared: &Shared, tx: &Sender<Event>) {
         if !wait_for_slot(shared, slot, k) {
             return;
         }
-        if cfg.read != ReadPath::Map {
+        if cfg.read.reads_ahead() {
             read_ahead(shared, &mut st.ahead_order, s + cfg.read_ahead);
         }
         let pos = shared.sampler.advance(shared.start, k);
@@ -184,7 +184,7 @@ fn sample(
                 .dataset
                 .read_verified_into(used, &mut st.bytes)
                 .map(|meta| (&st.bytes[..], meta)),
-            ReadPath::Map | ReadPath::MapAdvised => shared
+            ReadPath::Auto | ReadPath::Map | ReadPath::MapAdvised => shared
                 .dataset
                 .verified_record(used)
                 .map(|r| (r.bytes, r.meta)),

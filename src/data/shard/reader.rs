@@ -424,6 +424,11 @@ impl Dataset {
         &self.shards
     }
 
+    /// Bytes of all its shard files.
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(Shard::file_len).sum()
+    }
+
     /// Total number of records.
     pub fn len(&self) -> u64 {
         self.manifest.num_records
