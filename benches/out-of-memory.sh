@@ -10,8 +10,10 @@
 #   benches/out-of-memory.sh [LIMIT_MIB] [COUNT]     (defaults: 160 9000)
 #
 # Writes one JSON line per run to benches/results/out-of-memory-DATE-HHMMSS.jsonl:
-# bench-loader's report plus `order`, `read`, `where` (memory | limited),
-# `limit_bytes` and the cgroup's `peak_bytes`.
+# bench-loader's report (its `read`: the path it used) plus `order`,
+# `read_flag` (what --read said), `where` (memory | limited), `limit_bytes`
+# and the cgroup's `peak_bytes`. ORDERS and READS in the environment narrow
+# the runs (e.g. READS=auto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 limit_mib=${1:-160}
@@ -47,12 +49,12 @@ bench() {
 }
 
 : > "$out"
-for order in random blocked sequential; do
-  for read in auto map map-advised pread; do
+for order in ${ORDERS:-random blocked sequential}; do
+  for read in ${READS:-auto map map-advised pread}; do
     # In memory: the whole dataset in the page cache, no limit.
     cat "$shards"/*.bshard > /dev/null
     line=$(bench --order "$order" --read "$read")
-    echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(order='$order', read='$read', where='memory'); print(json.dumps(d))" >> "$out"
+    echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(order='$order', read_flag='$read', where='memory'); print(json.dumps(d))" >> "$out"
     # Limited: a fresh cgroup (its peak starts at 0), the data on disk.
     rmdir "$cg" 2>/dev/null || true
     mkdir "$cg"
@@ -63,12 +65,12 @@ for order in random blocked sequential; do
       --batches 60 --warmup 3 --image-size 224 --json --evict --order "$order" --read "$read" \
       | tail -n 1)
     peak=$(cat "$cg/$peak_file")
-    echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(order='$order', read='$read', where='limited', limit_bytes=$limit, peak_bytes=$peak); print(json.dumps(d))" >> "$out"
+    echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(order='$order', read_flag='$read', where='limited', limit_bytes=$limit, peak_bytes=$peak); print(json.dumps(d))" >> "$out"
     tail -n 2 "$out" | python3 -c "
 import json, sys
 for l in sys.stdin:
     d = json.loads(l)
-    print(f\"{d['order']:<10} {d['read']:<12} {d['where']:<8} {d['images_per_sec']:8.1f} images/s  \"
+    print(f\"{d['order']:<10} {d['read_flag']:<11} -> {d['read']:<11} {d['where']:<8} {d['images_per_sec']:8.1f} images/s  \"
           f\"{d['major_faults']:>8} major faults  {d['read_bytes'] / 2**20:9.1f} MiB read  \"
           f\"peak {d.get('peak_bytes', 0) / 2**20:6.1f} MiB\")
 " >&2

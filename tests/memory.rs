@@ -1,7 +1,7 @@
 //! The loader on a dataset larger than the memory it may use: `barlow
 //! bench-loader` (its default read path, which must choose `pread` there,
 //! and the bare map) inside a memory cgroup (v1: `memory.limit_in_bytes`; v2:
-//! `memory.max`) about a quarter of the dataset's size, the dataset's pages
+//! `memory.max`) under a third of the dataset's size, the dataset's pages
 //! dropped from the page cache first. Making a cgroup needs root: without
 //! one the test says so loudly and passes, except where it must run (as
 //! root, or with `CI` set), where it fails.
@@ -18,7 +18,7 @@ use common::*;
 const LIMIT: u64 = 32 << 20;
 const RECORDS: u32 = 800;
 
-/// A 256 x 256 JPEG of noise at quality 100 (about 160 KB: noise does not
+/// A 256 x 256 JPEG of noise at quality 100 (about 137 KB: noise does not
 /// compress).
 fn noise_jpeg(seed: u32) -> Vec<u8> {
     use rand_core::{Rng, SeedableRng};
@@ -59,6 +59,11 @@ struct Cgroup {
 impl Cgroup {
     fn new(name: &str, limit: u64) -> Result<Cgroup, String> {
         let (parent, v2) = own_memory_cgroup().ok_or("no memory cgroup in /proc/self/cgroup")?;
+        if v2 {
+            // The memory controller for the children (refused where this
+            // cgroup holds processes itself: then no limit can be set below).
+            let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory");
+        }
         let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let cg = Cgroup { dir, v2 };
@@ -79,15 +84,16 @@ impl Cgroup {
         Ok(cg)
     }
 
-    /// The most memory the cgroup has held.
-    fn peak(&self) -> u64 {
+    /// The most memory the cgroup has held, where the kernel says
+    /// (`memory.peak` needs Linux 5.19 on cgroup v2).
+    fn peak(&self) -> Option<u64> {
         let f = if self.v2 {
             "memory.peak"
         } else {
             "memory.max_usage_in_bytes"
         };
-        let text = std::fs::read_to_string(self.dir.join(f)).unwrap();
-        text.trim().parse().unwrap()
+        let text = std::fs::read_to_string(self.dir.join(f)).ok()?;
+        text.trim().parse().ok()
     }
 
     /// OOM kills in the cgroup, where the kernel counts them.
@@ -130,23 +136,22 @@ fn report(stdout: &str) -> serde_json::Value {
 }
 
 #[test]
-fn the_loader_runs_in_a_memory_cgroup_a_quarter_of_its_dataset_with_the_same_batches() {
-    let cgroup = Cgroup::new(&format!("barlow-test-{}", std::process::id()), LIMIT);
-    let cgroup = match cgroup {
-        Ok(c) => c,
-        Err(why) => {
-            let must = std::env::var_os("CI").is_some() || is_root();
-            assert!(
-                !must,
-                "cannot make a memory cgroup, and this run must: {why}"
-            );
-            eprintln!(
-                "\n*** NOT RUN: the out-of-memory loader test needs a memory cgroup \
-                 (root): {why} ***\n"
-            );
-            return;
-        }
-    };
+fn the_loader_runs_in_a_memory_cgroup_a_third_of_its_dataset_with_the_same_batches() {
+    // One cgroup for each run, so that each peak is its own.
+    let cgroup =
+        |read: &str| Cgroup::new(&format!("barlow-test-{}-{read}", std::process::id()), LIMIT);
+    if let Err(why) = cgroup("probe") {
+        let must = std::env::var_os("CI").is_some() || is_root();
+        assert!(
+            !must,
+            "cannot make a memory cgroup, and this run must: {why}"
+        );
+        eprintln!(
+            "\n*** NOT RUN: the out-of-memory loader test needs a memory cgroup \
+             (root): {why} ***\n"
+        );
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let records: Vec<Vec<u8>> = (0..RECORDS).map(noise_jpeg).collect();
     let ds = dataset_of(tmp.path(), &records);
@@ -194,6 +199,7 @@ fn the_loader_runs_in_a_memory_cgroup_a_quarter_of_its_dataset_with_the_same_bat
     // The default (auto: pread, for a dataset larger than the memory), and
     // the bare map (the paths' batches agree in memory: `tests/loader.rs`).
     for read in ["auto", "map"] {
+        let cgroup = cgroup(read).unwrap();
         let out = cgroup.run(&bench(read, true));
         let stdout = ok(out);
         let limited = report(&stdout);
@@ -220,14 +226,9 @@ fn the_loader_runs_in_a_memory_cgroup_a_quarter_of_its_dataset_with_the_same_bat
                 "{read}: {read_bytes} bytes read"
             );
         }
-        assert!(
-            cgroup.peak() <= LIMIT,
-            "{read}: peak {} over the limit",
-            cgroup.peak()
-        );
         assert_eq!(cgroup.oom_kills().unwrap_or(0), 0, "{read}: OOM kills");
         eprintln!(
-            "{read}: cgroup peak {} of {LIMIT} bytes; {read_bytes} of the dataset's {bytes} bytes read from storage",
+            "{read}: cgroup peak {:?} of {LIMIT} bytes; {read_bytes} of the dataset's {bytes} bytes read from storage",
             cgroup.peak()
         );
     }

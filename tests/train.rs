@@ -178,20 +178,30 @@ fn killed_stopped_and_disk_full_runs_resume_with_the_same_batches_and_losses() {
 fn resume_on_every_launch_starts_from_step_zero_until_there_is_a_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());
-    // A cluster job's command line: --resume from its first launch.
+    // A cluster job's command line: --resume from its first launch. Batches
+    // of 2: 24 steps an epoch, so the first checkpoint comes long after the
+    // first log line.
+    let args: Vec<&str> = SMALL
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match i.checked_sub(1).map(|j| SMALL[j]) {
+            Some("--batch-size") => "2",
+            _ => a,
+        })
+        .collect();
     let launch = |out: &Path| {
         let mut c = train_cmd(&data, out);
-        c.args(SMALL).args(["--max-steps", "12", "--resume"]);
+        c.args(&args).args(["--max-steps", "30", "--resume"]);
         c
     };
     let full = tmp.path().join("full");
     let out = ok(launch(&full).output().unwrap());
     assert!(out.contains("starting from step 0"), "{out}");
     let want = losses(&full);
-    assert_eq!(want.len(), 12);
+    assert_eq!(want.len(), 30);
 
     // Killed (SIGKILL) after its first log line, before its first
-    // checkpoint (the end of the first epoch, step 6)...
+    // checkpoint (the end of the first epoch, step 24)...
     let run = tmp.path().join("run");
     let mut child = launch(&run)
         .stdout(std::process::Stdio::null())
@@ -221,7 +231,7 @@ fn resume_on_every_launch_starts_from_step_zero_until_there_is_a_checkpoint() {
     assert_same_losses(&losses(&run), &want, "relaunched after a kill");
     // Once there is a checkpoint, the same command line resumes from it.
     let out = ok(launch(&run).output().unwrap());
-    assert!(out.contains("12 steps (0 this time)"), "{out}");
+    assert!(out.contains("30 steps (0 this time)"), "{out}");
     // A config that differs from the checkpoint's is still refused.
     let refused = launch(&run).args(["--seed", "1"]).output().unwrap();
     let err = String::from_utf8_lossy(&refused.stderr);

@@ -67,15 +67,26 @@ impl RunFolder {
                 Vec::new()
             }
         };
+        // A resumed run's newest checkpoint is the one it resumed from.
+        let last_checkpoint = match resumed {
+            Some(_) => Some(checkpoint::resolve(out)?),
+            None => None,
+        };
         Ok(RunFolder {
             out: out.to_path_buf(),
             writes,
             log,
             checkpoint_every,
             keep,
-            last_checkpoint: None,
+            last_checkpoint,
             losses,
         })
+    }
+
+    /// This run's newest checkpoint: the last it wrote, or the one it
+    /// resumed from (never one an earlier run left in the folder).
+    pub fn last_checkpoint(&self) -> Option<&Path> {
+        self.last_checkpoint.as_deref()
     }
 
     /// Whether this process writes the folder.

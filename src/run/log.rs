@@ -124,8 +124,10 @@ impl RunLog {
     /// logged twice (a kNN pass at `step` itself was written with the
     /// checkpoint and is kept).
     pub(crate) fn resume_at(&self, step: u64) -> Result<(), RunError> {
-        // A rewind past a step the resumed run will take again happens again.
-        cut_log(&self.rewinds, step)?;
+        // A rewind back to before `step` is in the checkpoint's past (its
+        // position holds the skip); one back to `step` or later will happen
+        // again.
+        cut_log_by(&self.rewinds, "back_to_step", step)?;
         self.rewind_to(step)
     }
 
@@ -176,20 +178,27 @@ impl RunLog {
 
 /// Keeps the lines of a JSONL log whose `step` is below `step`.
 fn cut_log(path: &Path, step: u64) -> Result<(), RunError> {
+    cut_log_by(path, "step", step)
+}
+
+/// Keeps the lines of a JSONL log whose `field` is below `below`.
+fn cut_log_by(path: &Path, field: &str, below: u64) -> Result<(), RunError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(IoError::at(path)(e).into()),
     };
-    #[derive(Deserialize)]
-    struct Step {
-        step: u64,
-    }
+    let value = |line: &str| -> Result<u64, String> {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        v.get(field)
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| format!("no `{field}`"))
+    };
     let lines: Vec<&str> = text.lines().collect();
     let mut kept = String::new();
     for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str::<Step>(line) {
-            Ok(s) if s.step < step => {
+        match value(line) {
+            Ok(v) if v < below => {
                 kept.push_str(line);
                 kept.push('\n');
             }

@@ -34,6 +34,8 @@ pub(super) struct Views<B: Backend> {
     /// The time the trainer spent getting them: waiting for the loader,
     /// then uploading.
     pub(super) waited: Duration,
+    /// The damaged records the loader skipped in this batch.
+    pub(super) damaged: Vec<DamagedRecord>,
 }
 
 /// This process's loader and where its batches go.
@@ -65,6 +67,7 @@ impl<'a, B: Backend> Batches<'a, B> {
         let mut loader_cfg = LoaderConfig {
             on_damaged: run.on_damaged,
             max_damaged: run.max_damaged,
+            read: run.read,
             #[cfg(test)]
             panic_on_record: run.panic_on_record,
             ..cfg.loader_config()
@@ -93,11 +96,6 @@ impl<'a, B: Backend> Batches<'a, B> {
         )
     }
 
-    /// The damaged records the loader skipped since the last call.
-    pub(super) fn take_damaged(&mut self) -> Vec<DamagedRecord> {
-        self.loader.take_damaged()
-    }
-
     /// Starts the loader again at `position`, the `step`-th batch of the
     /// run.
     pub(super) fn restart(&mut self, step: u64, position: Position) -> Result<(), TrainError> {
@@ -105,6 +103,11 @@ impl<'a, B: Backend> Batches<'a, B> {
         self.loader = Loader::new(Arc::clone(&self.dataset), cfg, position)?;
         self.uploaded = step;
         Ok(())
+    }
+
+    /// How many batches precede `pos` in this loader's stream.
+    pub(super) fn index(&self, pos: Position) -> u64 {
+        pos.epoch * self.loader.sampler().batches_per_epoch() + pos.batch
     }
 
     /// The position `n` batches after `pos`.
@@ -146,11 +149,13 @@ impl<'a, B: Backend> Batches<'a, B> {
             pos: batch.position(),
             images: shape[0],
             waited: Duration::ZERO,
+            damaged: Vec::new(),
         };
         drop(batch);
         self.uploaded += 1;
         Ok(Views {
             waited: loader_wait + started.elapsed(),
+            damaged: self.loader.take_damaged(),
             ..views
         })
     }

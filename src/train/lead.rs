@@ -19,6 +19,7 @@ use super::replica::{Replica, replica, start_facts};
 use super::rewind::OnNonFinite;
 use super::stopping::Stopping;
 use super::{Parallel, PendingLosses, RunOptions, TrainError, TrainSummary, data_parallel_step};
+use crate::data::loader::DamagedRecord;
 use crate::data::sampler::Position;
 use crate::data::shard::Dataset;
 use crate::model::BarlowTwins;
@@ -79,6 +80,7 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
         cfg,
         run,
         peer,
+        origin: (start_step, start),
         schedule,
         batches,
         parts: Parts {
@@ -86,6 +88,7 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
             monitor: Monitoring::new(run.monitor.as_ref(), cfg.image_size, cfg.threads, device),
             stopping: Stopping::new(run.stop.clone(), processes),
             pending: PendingLosses::default(),
+            damaged: Vec::new(),
             damaged_records: 0,
             rewinds: Vec::new(),
             folder,
@@ -125,6 +128,9 @@ pub(super) struct Loop<'a, B: AutodiffBackend> {
     pub(super) cfg: &'a TrainConfig,
     pub(super) run: &'a RunOptions,
     pub(super) peer: Option<&'a Peer>,
+    /// The step and batch position the current stretch of steps began at:
+    /// the run's start, or where the last rewind went on from.
+    pub(super) origin: (u64, Position),
     pub(super) schedule: WarmupCosine,
     pub(super) batches: Batches<'a, B>,
     pub(super) parts: Parts<'a, B>,
@@ -138,7 +144,9 @@ pub(super) struct Parts<'a, B: AutodiffBackend> {
     pub(super) stopping: Stopping,
     /// Losses on the device until a log line or a checkpoint reads them.
     pub(super) pending: PendingLosses<B::InnerBackend>,
-    /// Damaged records skipped so far (logged).
+    /// Damaged records the loader skipped in the batches of the steps
+    /// since the last log line, and in all so far.
+    pub(super) damaged: Vec<DamagedRecord>,
     pub(super) damaged_records: u64,
     /// The steps whose loss was not finite and sent the run back.
     pub(super) rewinds: Vec<u64>,
@@ -188,6 +196,7 @@ impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
             }
             // The step's result, to the run's parts.
             self.parts.meter.stepped(views.images, views.waited);
+            self.parts.damaged.extend(views.damaged);
             if self.parts.meter.due(step) {
                 self.log_line(step, views.pos, rates)?;
             }
@@ -220,7 +229,7 @@ impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
         let parts = &mut self.parts;
         let read = parts.pending.read(self.batches.uploaded)?;
         let loss = read.last().map_or(f32::NAN, |r| r.1);
-        let damaged = self.batches.take_damaged();
+        let damaged = std::mem::take(&mut parts.damaged);
         parts.damaged_records += damaged.len() as u64;
         let line = parts
             .meter

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::data::loader::{LoaderError, MaxDamaged, OnDamaged};
+use crate::data::loader::{LoaderError, MaxDamaged, OnDamaged, ReadPath};
 use crate::data::shard::Dataset;
 use crate::error::IoError;
 use crate::eval::EvalError;
@@ -107,6 +107,8 @@ pub struct RunOptions {
     /// distinct records, or an error.
     pub on_damaged: OnDamaged,
     pub max_damaged: MaxDamaged,
+    /// How the loader reads records (`docs/loader.md`).
+    pub read: ReadPath,
     /// What a non-finite loss does: stop naming the step, or rewind to the
     /// newest checkpoint and skip the batches from there through the bad
     /// step and `rewind_skip` more, at most `max_rewinds` times (one
@@ -114,9 +116,10 @@ pub struct RunOptions {
     pub on_nonfinite: OnNonFinite,
     pub rewind_skip: u64,
     pub max_rewinds: u32,
-    /// Testing aid: the loss of the batch at this position is made NaN.
+    /// Testing aid: the losses of the batches at these positions are made
+    /// NaN.
     #[cfg(test)]
-    pub(crate) poison_batch: Option<crate::data::sampler::Position>,
+    pub(crate) poison_batches: Vec<crate::data::sampler::Position>,
     /// Testing aid: a loader worker panics on this record.
     #[cfg(test)]
     pub(crate) panic_on_record: Option<u64>,
@@ -147,11 +150,12 @@ impl RunOptions {
             processes: None,
             on_damaged: OnDamaged::default(),
             max_damaged: MaxDamaged::default(),
+            read: ReadPath::default(),
             on_nonfinite: OnNonFinite::default(),
             rewind_skip: 100,
             max_rewinds: 3,
             #[cfg(test)]
-            poison_batch: None,
+            poison_batches: Vec::new(),
             #[cfg(test)]
             panic_on_record: None,
             #[cfg(test)]

@@ -13,7 +13,7 @@ use super::{RunOptions, TrainError};
 use crate::data::sampler::Position;
 use crate::model::BarlowTwins;
 use crate::peers::PeerReduce;
-use crate::run::{CheckpointError, RewindLog, checkpoint};
+use crate::run::{RewindLog, checkpoint};
 
 /// What a non-finite loss does to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,10 +32,11 @@ impl crate::Choice for OnNonFinite {
 }
 
 impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
-    /// The loss was `loss` at step `bad`: reloads the newest checkpoint (or
-    /// the run's starting network), moves the loader past the batches of
-    /// the steps from there through `bad` and `run.rewind_skip` more, cuts
-    /// the logs back and returns the replica and the step to go on from.
+    /// The loss was `loss` at step `bad`: reloads this run's newest
+    /// checkpoint (or its starting network), moves the loader past the
+    /// batch of step `bad` and `run.rewind_skip` more, cuts the logs back
+    /// and returns the replica and the step to go on from. The steps from
+    /// the checkpoint on take the batches after the skipped ones.
     pub(super) fn rewind(
         &mut self,
         device: &B::Device,
@@ -51,24 +52,33 @@ impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
             });
         }
         self.parts.rewinds.push(bad);
-        let (replica, step, position) = match checkpoint::resolve(&run.out) {
-            Ok(dir) => {
-                let state = checkpoint::load_state(&dir)?;
+        // Back to this run's newest checkpoint, or its start.
+        let (replica, step, position) = match self.parts.folder.last_checkpoint() {
+            Some(dir) => {
+                let state = checkpoint::load_state(dir)?;
                 let model = BarlowTwins::<B>::new(&cfg.backbone(), &cfg.projector, device);
-                let model = checkpoint::load_model(&dir, model, device)?;
-                let optim = checkpoint::load_optim(&dir, cfg.optimizer::<B>(), device)?;
+                let model = checkpoint::load_model(dir, model, device)?;
+                let optim = checkpoint::load_optim(dir, cfg.optimizer::<B>(), device)?;
                 ((model, optim), state.step, state.position)
             }
-            Err(CheckpointError::NotFound { .. }) => {
+            None => {
                 let model = initial_model(cfg, run.init_from.as_deref(), device)?;
                 ((model, cfg.optimizer::<B>()), 0, Position::default())
             }
-            Err(e) => return Err(e.into()),
         };
-        let skipped = bad + 1 - step + run.rewind_skip;
-        let resumes_at = self.batches.after_n(position, skipped);
+        // The bad step's batch, counted from where this stretch of steps
+        // began (the run's start or the last rewind), then the window.
+        let (from_step, from) = self.origin;
+        let bad_batch = self.batches.after_n(from, bad.saturating_sub(from_step));
+        let resumes_at = self.batches.after_n(bad_batch, 1 + run.rewind_skip);
+        let skipped = self
+            .batches
+            .index(resumes_at)
+            .saturating_sub(self.batches.index(position));
+        self.origin = (step, resumes_at);
         self.batches.restart(step, resumes_at)?;
         self.parts.pending.discard();
+        self.parts.damaged.clear();
         self.parts.monitor.logs.retain(|k| k.step <= step);
         let entry = RewindLog {
             step: bad,
@@ -83,7 +93,7 @@ impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
     }
 }
 
-/// Testing aid: the loss of the batch at `run.poison_batch` made NaN; else
+/// Testing aid: the loss of a batch in `run.poison_batches` made NaN; else
 /// `loss` as it is.
 pub(super) fn poisoned<B: Backend>(
     run: &RunOptions,
@@ -91,7 +101,7 @@ pub(super) fn poisoned<B: Backend>(
     loss: Tensor<B, 1>,
 ) -> Tensor<B, 1> {
     #[cfg(test)]
-    if run.poison_batch == Some(pos) {
+    if run.poison_batches.contains(&pos) {
         return loss.mul_scalar(f32::NAN);
     }
     #[cfg(not(test))]

@@ -317,13 +317,13 @@ fn a_non_finite_loss_rewinds_to_the_last_checkpoint_past_its_batches() {
         ..small()
     };
     // Step 5 trains on the batch at epoch 1, batch 2: its loss made NaN.
-    let poison = Position { epoch: 1, batch: 2 };
+    let poison = vec![Position { epoch: 1, batch: 2 }];
     let options = |name: &str, on_nonfinite, max_rewinds| RunOptions {
         checkpoint_every: Some(2),
         on_nonfinite,
         rewind_skip: 1,
         max_rewinds,
-        poison_batch: Some(poison),
+        poison_batches: poison.clone(),
         ..RunOptions::new(tmp.path().join(name))
     };
     let dev = Default::default();
@@ -359,12 +359,43 @@ fn a_non_finite_loss_rewinds_to_the_last_checkpoint_past_its_batches() {
     assert_eq!(rewinds(&rewinding), [want]);
     // The steps before the rewind are the run's without the poison.
     let clean = RunOptions {
-        poison_batch: None,
+        poison_batches: Vec::new(),
         ..options("clean", OnNonFinite::Stop, 0)
     };
     let (_, c) = go(&clean).unwrap();
-    assert_eq!(&a.losses[..4], &c.losses[..4]);
-    assert_ne!(a.losses[4], c.losses[4], "step 4 trained on another batch");
+    let within = |x: f32, y: f32| (x - y).abs() <= 1e-5 * y.abs();
+    assert!(
+        a.losses[..4]
+            .iter()
+            .zip(&c.losses[..4])
+            .all(|(x, y)| x.0 == y.0 && within(x.1, y.1))
+    );
+    assert!(
+        !within(a.losses[4].1, c.losses[4].1),
+        "step 4 trained on another batch"
+    );
+    // A second bad batch before the next checkpoint (step 4 again, now on
+    // epoch 2's second batch) goes back to the same checkpoint, past that
+    // batch too: steps 4 on take epoch 3's.
+    let twice = RunOptions {
+        poison_batches: vec![
+            Position { epoch: 1, batch: 2 },
+            Position { epoch: 2, batch: 1 },
+        ],
+        ..options("twice", OnNonFinite::Rewind, 3)
+    };
+    let (_, t) = go(&twice).unwrap();
+    assert_eq!((t.steps, t.rewinds.clone()), (9, vec![5, 4]));
+    let second = RewindLog {
+        step: 4,
+        loss: "NaN".into(),
+        rewind: 2,
+        back_to_step: 4,
+        skipped_batches: 5,
+        resumes_at: Position { epoch: 3, batch: 0 },
+    };
+    assert_eq!(rewinds(&twice)[1], second);
+    assert_eq!(step_logs(&twice.out)[4].epoch, 3);
     // A rerun rewinds the same way.
     let again = options("b", OnNonFinite::Rewind, 3);
     let (_, b) = go(&again).unwrap();

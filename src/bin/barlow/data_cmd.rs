@@ -59,7 +59,8 @@ pub struct BenchLoaderArgs {
     #[arg(long, value_parser = choice::<ReadPath>(), default_value = "auto")]
     pub read: ReadPath,
     /// Drop the dataset's pages from the page cache first: the run reads
-    /// from the disk, as a dataset larger than memory does.
+    /// from the disk, as a dataset larger than memory does (pages this
+    /// process has mapped stay: give one --mode per run with --read map).
     #[arg(long)]
     pub evict: bool,
     /// Print a CRC-32 of every batch (views, labels, records): two runs

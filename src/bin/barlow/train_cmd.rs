@@ -161,6 +161,11 @@ pub struct TrainArgs {
     /// --checkpoint-every.
     #[arg(long, value_parser = crate::choice::<OnNonFinite>(), default_value = "stop")]
     on_nonfinite: OnNonFinite,
+    /// How the loader reads records: auto (the memory maps when the
+    /// dataset takes at most half the memory, else pread with read-ahead),
+    /// map, map-advised or pread.
+    #[arg(long, value_parser = crate::choice::<ReadPath>(), default_value = "auto")]
+    read: ReadPath,
     /// Batches skipped after the bad step when rewinding.
     #[arg(long, default_value_t = 100)]
     rewind_skip: u64,
@@ -393,6 +398,7 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
         on_damaged: a.damaged.on_damaged,
         max_damaged: a.damaged.max_damaged,
         on_nonfinite: a.on_nonfinite,
+        read: a.read,
         rewind_skip: a.rewind_skip,
         max_rewinds: a.max_rewinds,
         processes,
@@ -428,7 +434,7 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     say(format!(
         "loader reads records with {}: dataset {:.0} MiB, memory {}",
-        barlow::Choice::name(ReadPath::Auto.resolve(&ds)),
+        barlow::Choice::name(a.read.resolve(&ds)),
         mib(ds.bytes()),
         memory_budget().map_or("unknown".into(), |b| format!("{:.0} MiB", mib(b)))
     ));

@@ -129,6 +129,8 @@ pub(crate) struct Slot {
     pub(crate) bufs: BatchBuffers,
     /// Samples in this batch (short last batch when `drop_last` is off).
     pub(crate) len: AtomicUsize,
+    /// The damaged records skipped while filling this batch.
+    pub(crate) damaged: std::sync::Mutex<Vec<super::DamagedRecord>>,
 }
 
 #[cfg(test)]

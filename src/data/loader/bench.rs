@@ -148,7 +148,7 @@ pub fn bench(
 pub fn major_faults() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The fields after the command name, which is in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     // majflt is field 12 of the whole line, the 10th after the name.
     rest.split_whitespace().nth(9)?.parse().ok()
 }

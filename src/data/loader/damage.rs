@@ -86,52 +86,38 @@ pub struct DamagedRecord {
     pub offset: u64,
 }
 
-/// The damaged records met so far: every distinct one, and the meetings
-/// not yet taken by the consumer ([`super::Loader::take_damaged`]).
+/// The distinct damaged records a loader has met, for its ceiling.
 #[derive(Default)]
 pub(crate) struct Damage {
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    distinct: BTreeSet<u64>,
-    untaken: Vec<DamagedRecord>,
+    distinct: Mutex<BTreeSet<u64>>,
 }
 
 impl Damage {
     /// Notes that dataset record `record` failed its checksum (`err`, a
     /// [`ShardError::RecordChecksum`]); returns the number of distinct
-    /// damaged records met so far.
-    pub(crate) fn note(&self, record: u64, err: &ShardError) -> u64 {
-        let mut s = match self.state.lock() {
+    /// damaged records met so far and the record's description.
+    pub(crate) fn note(&self, record: u64, err: &ShardError) -> (u64, DamagedRecord) {
+        let mut distinct = match self.distinct.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        if let ShardError::RecordChecksum {
-            path,
-            record: local,
+        distinct.insert(record);
+        let (shard, shard_record, offset) = match err {
+            ShardError::RecordChecksum {
+                path,
+                record: local,
+                offset,
+                ..
+            } => (path.clone(), *local, *offset),
+            _ => (PathBuf::new(), 0, 0),
+        };
+        let met = DamagedRecord {
+            record,
+            shard,
+            shard_record,
             offset,
-            ..
-        } = err
-        {
-            s.untaken.push(DamagedRecord {
-                record,
-                shard: path.clone(),
-                shard_record: *local,
-                offset: *offset,
-            });
-        }
-        s.distinct.insert(record);
-        s.distinct.len() as u64
-    }
-
-    /// The meetings since the last call.
-    pub(crate) fn take(&self) -> Vec<DamagedRecord> {
-        match self.state.lock() {
-            Ok(mut s) => std::mem::take(&mut s.untaken),
-            Err(p) => std::mem::take(&mut p.into_inner().untaken),
-        }
+        };
+        (distinct.len() as u64, met)
     }
 }
 

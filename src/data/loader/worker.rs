@@ -193,7 +193,11 @@ fn sample(
             Ok(rec) => rec,
             Err(e @ ShardError::RecordChecksum { .. }) if cfg.on_damaged == OnDamaged::Skip => {
                 stats.damaged_records.fetch_add(1, Ordering::Relaxed);
-                let damaged = shared.damage.note(used, &e);
+                let (damaged, met) = shared.damage.note(used, &e);
+                match slot.damaged.lock() {
+                    Ok(mut d) => d.push(met),
+                    Err(p) => p.into_inner().push(met),
+                }
                 let limit = cfg.max_damaged.limit(shared.dataset.len());
                 if damaged > limit {
                     return Err(LoaderError::TooManyDamaged {

@@ -123,8 +123,9 @@ impl Shard {
     ) -> Result<RecordMeta, ShardError> {
         let meta = self.meta(i)?;
         // `open` checked every entry against the file's length.
-        if meta.offset + meta.len as u64 > self.file_len() {
-            return Err(self.record_out_of_bounds(i, &meta));
+        match meta.offset.checked_add(meta.len as u64) {
+            Some(end) if end <= self.file_len() => {}
+            _ => return Err(self.record_out_of_bounds(i, &meta)),
         }
         buf.resize(meta.len as usize, 0);
         self.file
@@ -166,8 +167,9 @@ impl Shard {
         let _ = self.map.advise(Advice::Random);
     }
 
-    /// Drops the file's pages from the page cache (those no process holds
-    /// dirty or locked): the next reads come from the disk.
+    /// Drops the file's pages from the page cache, those no process holds
+    /// mapped, dirty or locked: the next reads come from the disk. (A
+    /// loader reading from the maps keeps the pages it has mapped.)
     pub fn evict(&self) -> Result<(), ShardError> {
         // SAFETY: posix_fadvise only reads its integer arguments; the file
         // descriptor is this shard's own open file.
