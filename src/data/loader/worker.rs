@@ -172,10 +172,26 @@ fn sample(
     let stats = &shared.stats;
     let mut used = record;
     let mut attempt = 0u32;
-    // The record that stands in for `record` after `attempt` failures.
-    let replacement = |attempt: u32| {
-        let mut rng = stream(&[TAG_REPLACE, cfg.sampler.seed, epoch, record, attempt as u64]);
-        below(&mut rng, shared.dataset.len())
+    // The record that stands in for `record` after one more failure
+    // (`last`), or the error once `max_replacements` have failed too.
+    let replace = |attempt: &mut u32, last: String| -> Result<u64, LoaderError> {
+        *attempt += 1;
+        if *attempt > cfg.max_replacements {
+            return Err(LoaderError::Undecodable {
+                record,
+                at: shared.dataset.describe(record),
+                attempts: cfg.max_replacements,
+                last,
+            });
+        }
+        let tag = [
+            TAG_REPLACE,
+            cfg.sampler.seed,
+            epoch,
+            record,
+            *attempt as u64,
+        ];
+        Ok(below(&mut stream(&tag), shared.dataset.len()))
     };
     let decoded = loop {
         let t0 = Instant::now();
@@ -207,16 +223,7 @@ fn sample(
                         last: e.to_string(),
                     });
                 }
-                attempt += 1;
-                if attempt > cfg.max_replacements {
-                    return Err(LoaderError::Undecodable {
-                        record,
-                        at: shared.dataset.describe(record),
-                        attempts: cfg.max_replacements,
-                        last: e.to_string(),
-                    });
-                }
-                used = replacement(attempt);
+                used = replace(&mut attempt, e.to_string())?;
                 continue;
             }
             Err(e) => return Err(LoaderError::Shard(Arc::new(e))),
@@ -234,16 +241,7 @@ fn sample(
             Ok(_) => break (used, meta.label),
             Err(last) => {
                 stats.decode_failures.fetch_add(1, Ordering::Relaxed);
-                attempt += 1;
-                if attempt > cfg.max_replacements {
-                    return Err(LoaderError::Undecodable {
-                        record,
-                        at: shared.dataset.describe(record),
-                        attempts: cfg.max_replacements,
-                        last,
-                    });
-                }
-                used = replacement(attempt);
+                used = replace(&mut attempt, last)?;
             }
         }
     };
