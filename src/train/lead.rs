@@ -98,15 +98,7 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
         lp.parts.monitor.at_start(&model, &lp.parts.folder)?;
     }
     progress.begin("train", total, start_step);
-    let (mut replica, mut from) = ((model, optim), start_step);
-    let (model, optim, done) = loop {
-        match lp.steps(replica, from..total) {
-            Err(TrainError::NonFinite(loss, step)) if run.on_nonfinite == OnNonFinite::Rewind => {
-                (replica, from) = lp.rewind(device, loss, step)?;
-            }
-            ended => break ended?,
-        }
-    };
+    let (model, optim, done) = lp.run((model, optim), start_step..total, device)?;
     progress.finish();
     let elapsed = started.elapsed();
     let initial = CheckpointState {
@@ -155,6 +147,27 @@ pub(super) struct Parts<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
+    /// [`Loop::steps`], going back to the newest checkpoint whenever a
+    /// loss is not finite under `--on-nonfinite rewind`.
+    fn run(
+        &mut self,
+        mut trainee: Trainee<B>,
+        steps: Range<u64>,
+        device: &B::Device,
+    ) -> Result<(BarlowTwins<B>, Optim<B>, u64), TrainError> {
+        let mut from = steps.start;
+        loop {
+            match self.steps(trainee, from..steps.end) {
+                Err(TrainError::NonFinite(loss, step))
+                    if self.run.on_nonfinite == OnNonFinite::Rewind =>
+                {
+                    (trainee, from) = self.rewind(device, loss, step)?;
+                }
+                ended => return ended,
+            }
+        }
+    }
+
     /// The steps `steps` of the run (`steps.end` is its last) of the
     /// replica `(model, optim)`: returns it and the number of steps done
     /// when the loop ended (early when stopped).
