@@ -113,10 +113,11 @@ impl RunFolder {
         Ok(())
     }
 
-    /// The run goes back to step `step` (a checkpoint's, or 0) after a
-    /// non-finite loss: the logs are cut back to it, as when resuming, and
-    /// the rewind is listed.
-    pub fn rewind(&mut self, step: u64, entry: &RewindLog) -> Result<(), RunError> {
+    /// The run goes back to `entry.back_to_step` (a checkpoint's, or 0)
+    /// after a non-finite loss: the logs are cut back to it, as when
+    /// resuming, and the rewind is listed.
+    pub fn rewind(&mut self, entry: &RewindLog) -> Result<(), RunError> {
+        let step = entry.back_to_step;
         self.losses.retain(|l| l.0 < step);
         if self.writes {
             self.log.rewind_to(step)?;

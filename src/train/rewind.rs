@@ -88,7 +88,7 @@ impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
             skipped_batches: skipped,
             resumes_at,
         };
-        self.parts.folder.rewind(step, &entry)?;
+        self.parts.folder.rewind(&entry)?;
         Ok((replica, step))
     }
 }

@@ -9,8 +9,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::data::shard::ShardError;
-
 /// What the loader does with a record whose checksum fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnDamaged {
@@ -93,31 +91,15 @@ pub(crate) struct Damage {
 }
 
 impl Damage {
-    /// Notes that dataset record `record` failed its checksum (`err`, a
-    /// [`ShardError::RecordChecksum`]); returns the number of distinct
-    /// damaged records met so far and the record's description.
-    pub(crate) fn note(&self, record: u64, err: &ShardError) -> (u64, DamagedRecord) {
+    /// Notes that `met` was met; returns the number of distinct damaged
+    /// records met so far.
+    pub(crate) fn note(&self, met: &DamagedRecord) -> u64 {
         let mut distinct = match self.distinct.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        distinct.insert(record);
-        let (shard, shard_record, offset) = match err {
-            ShardError::RecordChecksum {
-                path,
-                record: local,
-                offset,
-                ..
-            } => (path.clone(), *local, *offset),
-            _ => (PathBuf::new(), 0, 0),
-        };
-        let met = DamagedRecord {
-            record,
-            shard,
-            shard_record,
-            offset,
-        };
-        (distinct.len() as u64, met)
+        distinct.insert(met.record);
+        distinct.len() as u64
     }
 }
 

@@ -123,8 +123,13 @@ impl ReadPath {
     /// [`ReadPath::Auto`] the one its size against [`memory_budget`] calls
     /// for (the map where the budget is unknown).
     pub fn resolve(self, dataset: &Dataset) -> ReadPath {
+        self.resolve_within(dataset, memory_budget())
+    }
+
+    /// [`ReadPath::resolve`] against `budget`.
+    fn resolve_within(self, dataset: &Dataset, budget: Option<u64>) -> ReadPath {
         match self {
-            ReadPath::Auto => match memory_budget() {
+            ReadPath::Auto => match budget {
                 Some(budget) if 2 * dataset.bytes() > budget => ReadPath::Pread,
                 _ => ReadPath::Map,
             },
@@ -342,10 +347,11 @@ impl Loader {
             .collect();
         let threads = cfg.threads.max(1);
         let mut cfg = cfg;
-        cfg.read = cfg.read.resolve(&dataset);
+        let budget = memory_budget();
+        cfg.read = cfg.read.resolve_within(&dataset, budget);
         // Pages read ahead must not evict one another before they are
         // used: at most an eighth of the memory ahead.
-        if let (true, Some(budget)) = (cfg.read.reads_ahead(), memory_budget()) {
+        if let (true, Some(budget)) = (cfg.read.reads_ahead(), budget) {
             let record = dataset.bytes() / dataset.len().max(1);
             cfg.read_ahead = cfg.read_ahead.min(budget / 8 / record.max(1)).max(1);
         }

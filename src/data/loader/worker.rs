@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::stats::add;
-use super::{Event, LoaderError, Mode, OnDamaged, PixelFormat, ReadPath, Shared, Slot};
+use super::{
+    DamagedRecord, Event, LoaderError, Mode, OnDamaged, PixelFormat, ReadPath, Shared, Slot,
+};
 use crate::data::augment::{Augmenter, StageTimes, eval_view, sample_view};
 use crate::data::decode::Decoder;
 use crate::data::shard::ShardError;
@@ -207,9 +209,22 @@ fn sample(
         };
         let (bytes, meta) = match read {
             Ok(rec) => rec,
-            Err(e @ ShardError::RecordChecksum { .. }) if cfg.on_damaged == OnDamaged::Skip => {
+            Err(
+                ref e @ ShardError::RecordChecksum {
+                    ref path,
+                    record: shard_record,
+                    offset,
+                    ..
+                },
+            ) if cfg.on_damaged == OnDamaged::Skip => {
                 stats.damaged_records.fetch_add(1, Ordering::Relaxed);
-                let (damaged, met) = shared.damage.note(used, &e);
+                let met = DamagedRecord {
+                    record: used,
+                    shard: path.clone(),
+                    shard_record,
+                    offset,
+                };
+                let damaged = shared.damage.note(&met);
                 match slot.damaged.lock() {
                     Ok(mut d) => d.push(met),
                     Err(p) => p.into_inner().push(met),

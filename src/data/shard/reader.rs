@@ -136,17 +136,7 @@ impl Shard {
                     source,
                 })
             })?;
-        let computed = crc32fast::hash(buf);
-        if computed != meta.crc32 {
-            self.check_unchanged()?;
-            return Err(ShardError::RecordChecksum {
-                path: self.path.clone(),
-                record: i as u64,
-                offset: meta.offset,
-                stored: meta.crc32,
-                computed,
-            });
-        }
+        self.check_crc(i, &meta, buf)?;
         Ok(meta)
     }
 
@@ -187,19 +177,25 @@ impl Shard {
     /// Checks record `i`'s bytes against the CRC-32 in its index entry.
     pub fn verify_record(&self, i: usize) -> Result<Record<'_>, ShardError> {
         let record = self.record(i)?;
-        let computed = crc32fast::hash(record.bytes);
-        if computed != record.meta.crc32 {
+        self.check_crc(i, &record.meta, record.bytes)?;
+        Ok(record)
+    }
+
+    /// Record `i`'s `bytes` against the CRC-32 its index entry `meta` holds.
+    fn check_crc(&self, i: usize, meta: &RecordMeta, bytes: &[u8]) -> Result<(), ShardError> {
+        let computed = crc32fast::hash(bytes);
+        if computed != meta.crc32 {
             // A changed length explains the mismatch better than damage.
             self.check_unchanged()?;
             return Err(ShardError::RecordChecksum {
                 path: self.path.clone(),
                 record: i as u64,
-                offset: record.meta.offset,
-                stored: record.meta.crc32,
+                offset: meta.offset,
+                stored: meta.crc32,
                 computed,
             });
         }
-        Ok(record)
+        Ok(())
     }
 
     /// Compares the file's length now with the length mapped at open: the
