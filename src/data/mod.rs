@@ -3,6 +3,8 @@
 //!
 //! 1. [`shard`]: the on-disk format; records read straight out of memory
 //!    maps, checksums verified;
+//!    [`source`]: a local folder, or an object store through a bounded
+//!    cache (the records' bytes come from either alike);
 //! 2. [`sampler`]: which records make each batch (per-epoch order, ranks,
 //!    resumable position);
 //! 3. [`decode`]: JPEG bytes -> RGBx pixels in a reused buffer;
@@ -15,3 +17,4 @@ pub mod decode;
 pub mod loader;
 pub mod sampler;
 pub mod shard;
+pub mod source;

@@ -49,10 +49,11 @@ pub fn preview_grid(
     let mut decoder = Decoder::new(u64::MAX);
     let mut aug = Augmenter::new(cfg.size);
     let mut chw = vec![0u8; 3 * s * s];
+    let mut bytes = Vec::new();
     for (row, &record) in order.iter().take(rows).enumerate() {
-        let rec = ds.verified_record(record)?;
+        ds.read_verified_into(record, &mut bytes)?;
         let img = decoder
-            .decode(rec.bytes)
+            .decode(&bytes)
             .map_err(|source| PreviewError::Codec { record, source })?;
         let src = img.to_rgb();
         // Source fitted into an s x s square, centred.

@@ -30,6 +30,23 @@ pub struct StepLog {
     /// listed in `damaged.jsonl`). Absent when none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub damaged_records: u64,
+    /// A remote dataset: what the network did since the previous line.
+    /// Absent for a local dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetLog>,
+}
+
+/// A remote dataset's network activity over a stretch of steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetLog {
+    /// Loader worker time spent waiting for pieces to arrive, in seconds
+    /// (summed over workers; the trainer waits only if the batch was late,
+    /// which `data_wait` counts).
+    pub wait_s: f64,
+    /// Bytes received, requests sent and requests retried.
+    pub bytes: u64,
+    pub requests: u64,
+    pub retries: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 pub use checkpoint::{CheckpointError, CheckpointState};
 pub use config::{TrainConfig, differences, trajectory_json};
 pub use folder::{Finished, RunFolder, loss_chart};
-pub use log::{DamagedLog, KnnLog, PeerTraffic, RewindLog, StepLog};
+pub use log::{DamagedLog, KnnLog, NetLog, PeerTraffic, RewindLog, StepLog};
 
 use crate::error::IoError;
 

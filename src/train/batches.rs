@@ -16,6 +16,7 @@ use crate::data::shard::Dataset;
 use crate::model::normalise_u8;
 use crate::optim::WarmupCosine;
 use crate::peers::Peer;
+use crate::run::NetLog;
 use crate::run::TrainConfig;
 
 /// How peer 0 shares each global batch with the other peers.
@@ -48,6 +49,8 @@ pub(super) struct Batches<'a, B: Backend> {
     /// Batches uploaded, counted from the run's start (step k trains on the
     /// k-th): step + 2 at a loss read means the next batch went up first.
     pub(super) uploaded: u64,
+    /// The network counters at the previous log line.
+    net_mark: NetLog,
 }
 
 impl<'a, B: Backend> Batches<'a, B> {
@@ -82,6 +85,7 @@ impl<'a, B: Backend> Batches<'a, B> {
             device,
             share,
             uploaded: step,
+            net_mark: NetLog::default(),
         })
     }
 
@@ -102,7 +106,30 @@ impl<'a, B: Backend> Batches<'a, B> {
         let cfg = self.loader_cfg.clone();
         self.loader = Loader::new(Arc::clone(&self.dataset), cfg, position)?;
         self.uploaded = step;
+        self.net_mark.wait_s = 0.0;
         Ok(())
+    }
+
+    /// A remote dataset's network activity since the previous call (`None`
+    /// for a local dataset).
+    pub(super) fn network(&mut self) -> Option<NetLog> {
+        #[cfg(feature = "remote")]
+        if let Some(n) = self.loader.net_stats() {
+            let now = NetLog {
+                wait_s: self.loader.stats().network_wait.as_secs_f64(),
+                bytes: n.bytes,
+                requests: n.requests,
+                retries: n.retries,
+            };
+            let was = std::mem::replace(&mut self.net_mark, now);
+            return Some(NetLog {
+                wait_s: (now.wait_s - was.wait_s).max(0.0),
+                bytes: now.bytes.saturating_sub(was.bytes),
+                requests: now.requests.saturating_sub(was.requests),
+                retries: now.retries.saturating_sub(was.retries),
+            });
+        }
+        None
     }
 
     /// How many batches precede `pos` in this loader's stream.

@@ -244,9 +244,10 @@ impl<B: AutodiffBackend + PeerReduce> Loop<'_, B> {
         let loss = read.last().map_or(f32::NAN, |r| r.1);
         let damaged = std::mem::take(&mut parts.damaged);
         parts.damaged_records += damaged.len() as u64;
-        let line = parts
+        let mut line = parts
             .meter
             .line(step, pos, rates, loss, damaged.len() as u64);
+        line.network = self.batches.network();
         parts.folder.step(&line)?;
         parts.folder.damaged(step, damaged)?;
         Ok(())

@@ -88,6 +88,7 @@ impl<'a> Meter<'a> {
             data_wait,
             peers: self.traffic(steps),
             damaged_records,
+            network: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use barlow::Choice;
+use barlow::data::source::{Location, RemoteOptions};
 use barlow::prep::shardify::{self, Input, Layout, Options};
 use barlow::progress::{Bar, Progress};
 use clap::Parser;
@@ -17,6 +18,10 @@ use clap::Parser;
 /// images, or with --file-list a text file of `path<TAB>label` lines.
 /// OUTPUT receives shard-NNNNN.bshard files, manifest.json (written last) and
 /// rejects.tsv (every file left out, with its reason).
+///
+/// OUTPUT (and --check's DIR) may be an object-store prefix instead
+/// (s3://bucket/prefix, gs://, az://): the dataset is written to a staging
+/// folder under --cache-dir, then uploaded, the manifest last.
 ///
 /// JPEGs are stored byte for byte (unless --max-side); other decodable
 /// formats are re-encoded as JPEG. Broken files are rejected and listed,
@@ -49,7 +54,7 @@ struct Cli {
     #[arg(long)]
     threads: Option<usize>,
     /// Target shard size: bytes, or with a K, M or G suffix (powers of 1024).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    #[arg(long, default_value = "256M", value_parser = barlow::parse_size)]
     shard_size: u64,
     /// Decode every JPEG fully instead of checking headers and structure.
     #[arg(long)]
@@ -71,6 +76,13 @@ struct Cli {
     /// Print a JSON summary as the last line of output.
     #[arg(long)]
     json: bool,
+    /// Cache folder: staging for a remote OUTPUT, the cache of a remote
+    /// --check [default: $XDG_CACHE_HOME/barlow, or ~/.cache/barlow].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Seconds a failing request to the store is retried before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    net_deadline: f64,
     /// Testing aid: abort (like kill -9) once N shards are complete.
     #[arg(long, hide = true)]
     abort_after_shards: Option<usize>,
@@ -112,38 +124,28 @@ fn choice<T: Choice + Clone + Send + Sync>() -> impl clap::builder::TypedValuePa
         .try_map(|s: String| T::from_name(&s).ok_or_else(|| format!("unknown value {s}")))
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix {c:?}; use K, M or G")),
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size"))?;
-    match n.checked_mul(mult) {
-        Some(0) | None => Err(format!("{s:?} is not a usable shard size")),
-        Some(v) => Ok(v),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    let mut remote = RemoteOptions {
+        deadline: std::time::Duration::from_secs_f64(cli.net_deadline.max(0.0)),
+        ..RemoteOptions::default()
+    };
+    if let Some(dir) = &cli.cache_dir {
+        remote.cache_dir = dir.clone();
+    }
     if let Some(dir) = &cli.check {
-        return run_check(dir, cli.decode, threads, cli.json);
+        return match Location::from_path(dir) {
+            Ok(Location::Local(dir)) => run_check(&dir, cli.decode, threads, cli.json),
+            Ok(location) => run_check_remote(&location, &remote, cli.decode, cli.json),
+            Err(e) => {
+                eprintln!("shardify: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let (Some(input), Some(output)) = (cli.input, cli.output) else {
         eprintln!("shardify: INPUT and OUTPUT are required (see --help)");
@@ -170,6 +172,26 @@ fn main() -> ExitCode {
         bar: Bar::new(),
         shards: cli.abort_after_shards,
     };
+    // A remote OUTPUT is staged in a local folder, then uploaded.
+    let target = match Location::from_path(&output) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("shardify: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let output = match &target {
+        Location::Local(dir) => dir.clone(),
+        remote_target => remote
+            .cache_dir
+            .join("staging")
+            .join(remote_target.to_string().replace("://", "/")),
+    };
+    // A staged dataset whose upload failed goes up on a rerun.
+    if target.is_remote() && !cli.overwrite && output.join("manifest.json").exists() {
+        println!("uploading the dataset staged in {}", output.display());
+        return upload(&output, &target, &remote);
+    }
     let summary = match shardify::shardify(&input, &output, &opts, &progress) {
         Ok(s) => s,
         Err(e) => {
@@ -226,6 +248,9 @@ fn main() -> ExitCode {
             output.join(shardify::REJECTS_FILE).display()
         );
     }
+    if target.is_remote() && upload(&output, &target, &remote) != ExitCode::SUCCESS {
+        return ExitCode::FAILURE;
+    }
     if cli.json {
         let json = serde_json::json!({
             "records": summary.records,
@@ -245,15 +270,67 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Uploads the staged dataset `staged` to `target`, the manifest last, and
+/// removes the staging folder (this tool's own) once the store has it all.
+fn upload(staged: &std::path::Path, target: &Location, remote: &RemoteOptions) -> ExitCode {
+    match barlow::data::source::upload(staged, target, remote, &Bar::new()) {
+        Ok((objects, bytes)) => {
+            println!(
+                "uploaded {objects} objects, {:.1} MiB, to {target}",
+                bytes as f64 / (1 << 20) as f64
+            );
+            let _ = std::fs::remove_dir_all(staged);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "shardify: upload to {target} failed: {e}; the dataset stays in {} (rerun to upload it)",
+                staged.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_check(dir: &std::path::Path, decode: bool, threads: usize, json: bool) -> ExitCode {
     let started = std::time::Instant::now();
-    let report = match shardify::check(dir, decode, threads, &Bar::new()) {
-        Ok(r) => r,
+    match shardify::check(dir, decode, threads, &Bar::new()) {
+        Ok(report) => print_check(&report, decode, started, json),
         Err(e) => {
             eprintln!("shardify: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
+    }
+}
+
+/// `--check` of a remote dataset: every record fetched through the cache.
+fn run_check_remote(
+    location: &Location,
+    remote: &RemoteOptions,
+    decode: bool,
+    json: bool,
+) -> ExitCode {
+    let started = std::time::Instant::now();
+    match barlow::data::source::open(location, remote) {
+        Ok(ds) => print_check(
+            &shardify::check_dataset(&ds, decode, &Bar::new()),
+            decode,
+            started,
+            json,
+        ),
+        Err(e) => {
+            eprintln!("shardify: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_check(
+    report: &shardify::CheckReport,
+    decode: bool,
+    started: std::time::Instant,
+    json: bool,
+) -> ExitCode {
     println!(
         "checked {} shards, {} records, {:.1} MiB{} in {:.2}s",
         report.shards,

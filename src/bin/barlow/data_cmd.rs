@@ -20,7 +20,8 @@ use crate::{choice, default_threads};
 /// `barlow bench-loader`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct BenchLoaderArgs {
-    /// Dataset folder (made by shardify).
+    /// Dataset (made by shardify): a folder, or an object-store prefix
+    /// (s3://bucket/prefix, gs://, az://, https://) read through --cache-dir.
     #[arg(long)]
     pub data: PathBuf,
     /// Worker threads [default: all cores].
@@ -43,8 +44,18 @@ pub struct BenchLoaderArgs {
     pub image_size: u32,
     #[arg(long, value_parser = choice::<PixelFormat>(), default_value = "u8")]
     pub format: PixelFormat,
+    /// The sampling order (`blocked` reads runs of --block consecutive
+    /// records, shuffled within windows of --window blocks: what a remote
+    /// dataset with a cache smaller than itself needs).
     #[arg(long, value_parser = choice::<Order>(), default_value = "random")]
     pub order: Order,
+    /// With --order blocked: records per block (and per fetched piece of a
+    /// remote dataset).
+    #[arg(long, default_value_t = 256)]
+    pub block: usize,
+    /// With --order blocked: blocks per shuffle window.
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Print one JSON object per mode (the last line is the last mode's).
@@ -67,6 +78,8 @@ pub struct BenchLoaderArgs {
     /// with equal checksums delivered the same batches.
     #[arg(long)]
     pub checksum: bool,
+    #[command(flatten)]
+    pub remote: crate::remote_args::RemoteArgs,
 }
 
 /// Measures the loader on `--data` in each `--mode`.
@@ -76,6 +89,8 @@ pub fn run_bench_loader(a: BenchLoaderArgs) -> Result<(), String> {
             seed: a.seed,
             batch_size: a.batch_size,
             order: a.order,
+            block: a.block,
+            window: a.window,
             ..SamplerConfig::default()
         },
         augment: AugmentConfig {
@@ -105,7 +120,10 @@ fn bench_loader(
     json: bool,
     evict: bool,
 ) -> Result<(), String> {
-    let ds = Arc::new(Dataset::open(data).map_err(|e| e.to_string())?);
+    let ds = crate::remote_args::open_with(data, base.sampler.block)?;
+    if let Some(line) = crate::remote_args::describe(&ds) {
+        println!("{line}");
+    }
     println!(
         "dataset {}: {} records; {} threads, batch {}, views {}x{} {}, {} order, read {}",
         data.display(),
@@ -161,6 +179,27 @@ fn bench_loader(
             r.major_faults.map_or("?".into(), |n| n.to_string()),
             mib(r.read_bytes)
         );
+        if r.stats.network_wait > std::time::Duration::ZERO {
+            println!(
+                "    network wait {:.2}s (worker time)",
+                r.stats.network_wait.as_secs_f64()
+            );
+        }
+        #[cfg(feature = "remote")]
+        if let Some(n) = &r.net {
+            println!(
+                "    network: {} requests, {} received, {} retries; {} pieces fetched, {} refetched, {} evicted; cache {} (peak {}, limit {})",
+                n.requests,
+                mib(Some(n.bytes)),
+                n.retries,
+                n.pieces_fetched,
+                n.refetched,
+                n.evicted,
+                mib(Some(n.cache_bytes)),
+                mib(Some(n.cache_peak)),
+                mib(Some(n.cache_limit))
+            );
+        }
         if let Some(crc) = r.batches_crc32 {
             println!("    batches checksum {crc:08x}");
         }
@@ -186,7 +225,8 @@ fn bench_loader(
 /// `barlow preview`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct PreviewArgs {
-    /// Dataset folder (made by shardify).
+    /// Dataset (made by shardify): a folder, or an object-store prefix
+    /// (s3://bucket/prefix, gs://, az://, https://) read through --cache-dir.
     #[arg(long)]
     pub data: PathBuf,
     /// PNG file to write.
@@ -201,6 +241,8 @@ pub struct PreviewArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 0)]
     pub epoch: u64,
+    #[command(flatten)]
+    pub remote: crate::remote_args::RemoteArgs,
 }
 
 pub fn run_preview(a: PreviewArgs) -> Result<(), String> {
@@ -215,7 +257,7 @@ fn preview(
     seed: u64,
     epoch: u64,
 ) -> Result<(), String> {
-    let ds = Dataset::open(data).map_err(|e| e.to_string())?;
+    let ds = crate::remote_args::open(data)?;
     let cfg = AugmentConfig {
         size,
         ..AugmentConfig::default()

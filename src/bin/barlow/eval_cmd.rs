@@ -77,6 +77,8 @@ pub struct KnnArgs {
     json: bool,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    pub remote: crate::remote_args::RemoteArgs,
 }
 
 pub fn run_knn(a: KnnArgs) -> Result<(), String> {
@@ -160,6 +162,8 @@ pub struct LinearArgs {
     log: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    pub remote: crate::remote_args::RemoteArgs,
 }
 
 pub fn run_linear(a: LinearArgs) -> Result<(), String> {
@@ -357,6 +361,8 @@ pub struct EmbedArgs {
     threads: Option<usize>,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    pub remote: crate::remote_args::RemoteArgs,
 }
 
 pub fn run_embed(a: EmbedArgs) -> Result<(), String> {

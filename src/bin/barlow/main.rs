@@ -17,6 +17,7 @@ mod data_cmd;
 mod demo;
 mod eval_cmd;
 mod gpu_check;
+mod remote_args;
 mod train_cmd;
 
 use data_cmd::{BenchLoaderArgs, MakePhotoCropsArgs, MakeSampleArgs, PreviewArgs};
@@ -138,6 +139,15 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::BenchLoader(a) => a.remote.install(),
+        Command::Preview(a) => a.remote.install(),
+        Command::Train(a) => a.remote.install(),
+        Command::Embed(a) => a.remote.install(),
+        Command::Eval(EvalCommand::Knn(a)) => a.remote.install(),
+        Command::Eval(EvalCommand::Linear(a)) => a.remote.install(),
+        _ => {}
+    }
     // Commands that run the network; the loader alone and the data tools
     // keep mimalloc's default.
     #[cfg(feature = "mimalloc")]

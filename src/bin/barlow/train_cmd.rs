@@ -48,7 +48,8 @@ impl BackendArgs {
 /// take the checkpoint's values (and may not change the run's trajectory).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Dataset folder (made by shardify).
+    /// Dataset (made by shardify): a folder, or an object-store prefix
+    /// (s3://bucket/prefix, gs://, az://, https://) read through --cache-dir.
     #[arg(long)]
     data: PathBuf,
     /// Run folder: log.jsonl, knn.jsonl, checkpoints/, backbone.bin, loss.png.
@@ -190,6 +191,8 @@ pub struct TrainArgs {
     knn_k: usize,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    pub remote: crate::remote_args::RemoteArgs,
 }
 
 impl TrainArgs {
@@ -283,9 +286,7 @@ impl TrainArgs {
     }
 }
 
-pub fn open(path: &Path) -> Result<Arc<Dataset>, String> {
-    Dataset::open(path).map(Arc::new).map_err(|e| e.to_string())
-}
+pub use crate::remote_args::open;
 
 /// `ds` if it has class labels: the kNN monitor needs them, and a flat
 /// (unlabelled) dataset is refused here rather than after the first epoch.

@@ -37,6 +37,10 @@ pub struct BenchReport {
     /// With [`Bench::checksum`]: the CRC-32 of every batch delivered,
     /// warm-up included (views, labels, records): equal for equal batches.
     pub batches_crc32: Option<u32>,
+    /// A remote dataset: what the network and the cache did over the whole
+    /// run, warm-up included.
+    #[cfg(feature = "remote")]
+    pub net: Option<crate::data::source::NetStats>,
 }
 
 /// What [`bench`] runs.
@@ -76,7 +80,12 @@ impl BenchReport {
             "major_faults": self.major_faults,
             "read_bytes": self.read_bytes,
             "batches_crc32": self.batches_crc32,
+            "network_wait_sec": self.stats.network_wait.as_secs_f64(),
         });
+        #[cfg(feature = "remote")]
+        if let Some(net) = &self.net {
+            obj["net"] = serde_json::json!(net);
+        }
         for (name, ms) in self.stats.ms_per_image() {
             obj[format!("{}_ms_per_image", name.replace('+', "_"))] = ms.into();
         }
@@ -141,6 +150,8 @@ pub fn bench(
         major_faults,
         read_bytes,
         batches_crc32: crc.map(crc32fast::Hasher::finalize),
+        #[cfg(feature = "remote")]
+        net: loader.net_stats(),
     })
 }
 

@@ -40,6 +40,8 @@ use crossbeam_channel::{Receiver, unbounded};
 mod batch;
 mod bench;
 mod damage;
+#[cfg(feature = "remote")]
+mod plan;
 mod stats;
 mod worker;
 
@@ -116,6 +118,10 @@ pub enum ReadPath {
     MapAdvised,
     /// `pread` into each worker's reused buffer, with the same read-ahead.
     Pread,
+    /// A remote dataset's records, out of its cache, fetched ahead in the
+    /// sampler's order (`docs/remote.md`): what a remote dataset is read
+    /// with, whatever else was asked; for a local one it is `Pread`.
+    Remote,
 }
 
 impl ReadPath {
@@ -128,7 +134,11 @@ impl ReadPath {
 
     /// [`ReadPath::resolve`] against `budget`.
     fn resolve_within(self, dataset: &Dataset, budget: Option<u64>) -> ReadPath {
+        if dataset.is_remote() {
+            return ReadPath::Remote;
+        }
         match self {
+            ReadPath::Remote => ReadPath::Pread,
             ReadPath::Auto => match budget {
                 Some(budget) if 2 * dataset.bytes() > budget => ReadPath::Pread,
                 _ => ReadPath::Map,
@@ -194,6 +204,7 @@ impl crate::Choice for ReadPath {
         (ReadPath::Map, "map"),
         (ReadPath::MapAdvised, "map-advised"),
         (ReadPath::Pread, "pread"),
+        (ReadPath::Remote, "remote"),
     ];
 }
 
@@ -310,6 +321,11 @@ struct Shared {
     orders: Mutex<VecDeque<(u64, Arc<Vec<u64>>)>>,
     stats: AtomicStats,
     damage: Damage,
+    /// A remote dataset: the pins this loader's planner holds.
+    #[cfg(feature = "remote")]
+    pins: Option<crate::data::source::Pins>,
+    /// Samples the planner has passed (their pieces pinned).
+    planned: AtomicU64,
 }
 
 /// The loader. See the module docs.
@@ -358,6 +374,10 @@ impl Loader {
         if cfg.read == ReadPath::MapAdvised {
             dataset.advise_random();
         }
+        #[cfg(feature = "remote")]
+        let pins = dataset
+            .remote()
+            .map(|r| crate::data::source::Pins::new(Arc::clone(r)));
         let shared = Arc::new(Shared {
             dataset,
             sampler,
@@ -370,7 +390,14 @@ impl Loader {
             orders: Mutex::new(VecDeque::new()),
             stats: AtomicStats::default(),
             damage: Damage::default(),
+            #[cfg(feature = "remote")]
+            pins,
+            planned: AtomicU64::new(0),
         });
+        #[cfg(feature = "remote")]
+        if let Some(pins) = &shared.pins {
+            plan::check_cache(&shared, pins)?;
+        }
         let (tx, events) = unbounded();
         let workers = (0..threads)
             .map(|_| {
@@ -378,7 +405,20 @@ impl Loader {
                 let tx = tx.clone();
                 std::thread::spawn(move || worker::run(&shared, &tx))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        #[cfg(feature = "remote")]
+        let workers = {
+            let mut workers = workers;
+            if shared.pins.is_some() {
+                let shared = Arc::clone(&shared);
+                workers.push(std::thread::spawn(move || {
+                    if let Some(pins) = &shared.pins {
+                        plan::run(&shared, pins);
+                    }
+                }));
+            }
+            workers
+        };
         Ok(Loader {
             shared,
             workers,
@@ -434,6 +474,12 @@ impl Loader {
         self.damaged.append(&mut damaged);
         drop(damaged);
         Ok(Batch { loader: self, k })
+    }
+
+    /// What the remote source did so far (`None` for a local dataset).
+    #[cfg(feature = "remote")]
+    pub fn net_stats(&self) -> Option<crate::data::source::NetStats> {
+        self.shared.dataset.remote().map(|r| r.stats())
     }
 
     /// Counters so far.

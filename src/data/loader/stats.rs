@@ -18,6 +18,8 @@ pub struct LoaderStats {
     pub read: Duration,
     pub decode: Duration,
     pub stages: StageTimes,
+    /// Worker time spent waiting for a remote dataset's pieces to arrive.
+    pub network_wait: Duration,
     /// Time the consumer spent waiting in `next_batch`.
     pub data_wait: Duration,
     pub batches: u64,
@@ -41,6 +43,7 @@ impl LoaderStats {
                 blur: self.stages.blur.saturating_sub(earlier.stages.blur),
                 write: self.stages.write.saturating_sub(earlier.stages.write),
             },
+            network_wait: self.network_wait.saturating_sub(earlier.network_wait),
             data_wait: self.data_wait.saturating_sub(earlier.data_wait),
             batches: self.batches - earlier.batches,
         }
@@ -78,6 +81,7 @@ pub(crate) struct AtomicStats {
     pub(crate) colour_ns: AtomicU64,
     pub(crate) blur_ns: AtomicU64,
     pub(crate) write_ns: AtomicU64,
+    pub(crate) network_wait_ns: AtomicU64,
 }
 
 pub(crate) fn add(a: &AtomicU64, d: Duration) {
@@ -101,6 +105,7 @@ impl AtomicStats {
                 blur: d(&s.blur_ns),
                 write: d(&s.write_ns),
             },
+            network_wait: d(&s.network_wait_ns),
             data_wait,
             batches,
         }

@@ -63,7 +63,7 @@ pub(super) fn run(shared: &Shared, tx: &Sender<Event>) {
         }
         if let Some(&record) = records.get(j) {
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                sample(shared, &mut st, slot, pos.epoch, record, j)
+                sample(shared, &mut st, slot, (s, pos.epoch), record, j)
             }));
             let failure = match outcome {
                 Ok(Ok(())) => None,
@@ -127,7 +127,7 @@ fn wait_for_slot(shared: &Shared, slot: &Slot, k: u64) -> bool {
 }
 
 /// This rank's order for `epoch`, computed once and shared by the workers.
-fn epoch_order(
+pub(super) fn epoch_order(
     shared: &Shared,
     cache: &mut Option<(u64, Arc<Vec<u64>>)>,
     epoch: u64,
@@ -157,12 +157,13 @@ fn epoch_order(
     order
 }
 
-/// Produces sample `j` of a batch from `record` (or its replacement).
+/// Produces sample `j` of a batch (sample `s` of the stream, in `epoch`)
+/// from `record` (or its replacement).
 fn sample(
     shared: &Shared,
     st: &mut WorkerState,
     slot: &Slot,
-    epoch: u64,
+    (s, epoch): (u64, u64),
     record: u64,
     j: usize,
 ) -> Result<(), LoaderError> {
@@ -206,6 +207,8 @@ fn sample(
                 .dataset
                 .verified_record(used)
                 .map(|r| (r.bytes, r.meta)),
+            ReadPath::Remote => read_remote(shared, s, used, attempt == 0, &mut st.bytes)
+                .map(|meta| (&st.bytes[..], meta)),
         };
         let (bytes, meta) = match read {
             Ok(rec) => rec,
@@ -314,4 +317,59 @@ fn sample(
     }
     stats.images.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// Record `record` (sample `s`'s own when `planned`, else a replacement)
+/// read out of the remote dataset's cache into `buf`. A planned sample
+/// waits for the planner to pass it, so that its piece is pinned; a
+/// replacement pins its piece itself. The time spent waiting for the
+/// network is counted.
+#[cfg(feature = "remote")]
+fn read_remote(
+    shared: &Shared,
+    s: u64,
+    record: u64,
+    planned: bool,
+    buf: &mut Vec<u8>,
+) -> Result<crate::data::shard::RecordMeta, ShardError> {
+    use crate::data::source::RemoteError;
+    let Some(pins) = &shared.pins else {
+        return shared.dataset.read_verified_into(record, buf);
+    };
+    let remote = pins.remote();
+    let stop = || shared.stop.load(Ordering::Relaxed);
+    let (shard, local) = shared.dataset.locate(record)?;
+    let meta = shared.dataset.shards()[shard].meta(local)?;
+    let p = remote.piece_of(record);
+    let t = Instant::now();
+    if planned {
+        while shared.planned.load(Ordering::Acquire) <= s {
+            if let Some(e) = remote.failure() {
+                return Err(e.into());
+            }
+            if stop() {
+                return Err(RemoteError::Stopped.into());
+            }
+            pins.wait_change(Duration::from_millis(20));
+        }
+    } else {
+        pins.pin(p);
+    }
+    let planner = t.elapsed();
+    let read = remote.read_into(p, shard, local, &meta, buf, &stop);
+    pins.unpin(p);
+    let waited = planner + *read.as_ref().unwrap_or(&Duration::ZERO);
+    add(&shared.stats.network_wait_ns, waited);
+    read.map(|_| meta)
+}
+
+#[cfg(not(feature = "remote"))]
+fn read_remote(
+    shared: &Shared,
+    _s: u64,
+    record: u64,
+    _planned: bool,
+    buf: &mut Vec<u8>,
+) -> Result<crate::data::shard::RecordMeta, ShardError> {
+    shared.dataset.read_verified_into(record, buf)
 }

