@@ -476,3 +476,86 @@ fn a_corrupted_cache_file_is_fetched_again_once() {
     assert_eq!(got["damaged_records"], 0);
     assert_eq!(got["net"]["refetched"].as_u64(), Some(flipped), "{got}");
 }
+
+/// `cp -r from to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_training_run_killed_mid_epoch_resumes_exactly_with_a_warm_or_an_empty_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"), 22500);
+    let src = tmp.path().join("src");
+    image_folder(&src, 2, 24);
+    let local = tmp.path().join("local");
+    ok(shardify(&src, &local).output().unwrap());
+    let url = upload(&weed, &src, "set");
+    let train = |data: &str, out: &Path, cache: &Path| {
+        let mut c = barlow();
+        weed.env(&mut c, SECRET)
+            .args(["train", "--data", data, "--out"])
+            .arg(out)
+            .arg("--cache-dir")
+            .arg(cache);
+        c
+    };
+    // SMALL with 4 epochs of 6 steps.
+    let small: Vec<&str> = SMALL
+        .iter()
+        .zip(std::iter::once(&"").chain(SMALL))
+        .map(|(a, before)| if *before == "--epochs" { "4" } else { a })
+        .collect();
+    let cache = tmp.path().join("cache");
+    let full = tmp.path().join("full");
+    ok(train(local.to_str().unwrap(), &full, &cache)
+        .args(&small)
+        .output()
+        .unwrap());
+    let want = losses(&full);
+    assert_eq!(want.len(), 24);
+
+    // From the store, killed (SIGKILL) once a mid-epoch checkpoint exists.
+    let part = tmp.path().join("part");
+    let mut child = train(&url, &part, &cache)
+        .args(&small)
+        .args(["--checkpoint-every", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = part.join("checkpoints/step-0000000008/state.json");
+    let t = Instant::now();
+    while !ckpt.exists() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(losses(&part).len() < 24, "finished before the kill");
+    let again = tmp.path().join("again");
+    copy_tree(&part, &again);
+
+    // Resumed with the warm cache, and with an empty one.
+    for (run, cache) in [(&part, cache.clone()), (&again, tmp.path().join("empty"))] {
+        let out = ok(train(&url, run, &cache).arg("--resume").output().unwrap());
+        assert!(out.contains("remote dataset s3://data/set"), "{out}");
+        let got = losses(run);
+        assert_eq!(
+            got.iter().map(|l| l.0).collect::<Vec<_>>(),
+            (0..24).collect::<Vec<u64>>()
+        );
+        assert_same_losses(&got, &want, "resumed from the store");
+        // Each log line says what the network did.
+        let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+        assert!(log.lines().all(|l| l.contains("\"network\"")), "{log}");
+    }
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::RunError;
 use crate::data::augment::AugmentConfig;
 use crate::data::loader::LoaderConfig;
-use crate::data::sampler::SamplerConfig;
+use crate::data::sampler::{Order, SamplerConfig};
 use crate::error::IoError;
 use crate::model::{Arch, BarlowTwins, Precision, ResNetConfig};
 use crate::optim::{Lars, LarsConfig};
@@ -39,6 +39,13 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     pub projector: Vec<usize>,
     pub seed: u64,
+    /// The sampling order: `random` (the reference: a permutation of the
+    /// whole set each epoch), or `blocked` (runs of `block` consecutive
+    /// records, shuffled within windows of `window` blocks) for data read
+    /// from an object store through a cache smaller than the set.
+    pub order: Order,
+    pub block: usize,
+    pub window: usize,
     pub threads: usize,
     pub log_every: u64,
     /// The loss gradient is divided by this before LARS. 1 is the exact
@@ -68,6 +75,9 @@ impl Default for TrainConfig {
             weight_decay: 1e-6,
             projector: vec![8192, 8192, 8192],
             seed: 0,
+            order: Order::Random,
+            block: SamplerConfig::default().block,
+            window: SamplerConfig::default().window,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             log_every: 10,
             grad_divisor: 1.0,
@@ -124,6 +134,9 @@ impl TrainConfig {
             sampler: SamplerConfig {
                 seed: self.seed,
                 batch_size: self.batch_size,
+                order: self.order,
+                block: self.block,
+                window: self.window,
                 ..SamplerConfig::default()
             },
             augment: {

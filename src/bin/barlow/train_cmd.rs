@@ -110,6 +110,19 @@ pub struct TrainArgs {
     /// [default: 0]
     #[arg(long)]
     seed: Option<u64>,
+    /// The sampling order [default: random, the reference's]. `blocked`
+    /// reads runs of --block consecutive records, shuffled within windows
+    /// of --window blocks: what a dataset in an object store with a cache
+    /// smaller than itself needs (docs/remote.md).
+    #[arg(long, value_parser = crate::choice::<barlow::data::sampler::Order>())]
+    order: Option<barlow::data::sampler::Order>,
+    /// With --order blocked: records per block, and per fetched piece of a
+    /// remote dataset [default: 256].
+    #[arg(long)]
+    block: Option<usize>,
+    /// With --order blocked: blocks per shuffle window [default: 32].
+    #[arg(long)]
+    window: Option<usize>,
     /// Loader threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -222,6 +235,9 @@ impl TrainArgs {
             lr_biases,
             weight_decay,
             seed,
+            order,
+            block,
+            window,
             threads,
             log_every,
             grad_divisor,
@@ -362,7 +378,10 @@ fn train_here(a: TrainArgs, job: Option<Job>) -> Result<bool, String> {
             .map_err(|e| format!("--compute-threads {n}: {e}"))?;
     }
     let choice = a.backend.choice()?;
-    let ds = open(&a.data)?;
+    let ds = crate::remote_args::open_with(&a.data, cfg.block)?;
+    if let Some(line) = crate::remote_args::describe(&ds) {
+        println!("{line}");
+    }
     let monitor = match &a.val {
         Some(v) => Some(Monitor {
             train: labelled(ds.clone(), &a.data)?,
