@@ -206,6 +206,17 @@ fn report(out: &Output) -> String {
     )
 }
 
+/// Waits until the run `child` has cached a piece in `folder` (or ended).
+fn wait_for_pieces(child: &mut Child, folder: &Path) {
+    let t = Instant::now();
+    while folder_size(folder) == 0
+        && child.try_wait().unwrap().is_none()
+        && t.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Bytes of the files in `dir` (not recursive; 0 if absent).
 fn folder_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -362,12 +373,9 @@ fn a_server_killed_mid_epoch_and_restarted_costs_retries_not_batches() {
         .args(["--order", "blocked", "--block", "16", "--window", "4"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    let mut child = c.spawn().unwrap();
     let folder = cache.join("s3/data/set");
-    let t = Instant::now();
-    while folder_size(&folder) == 0 && t.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_pieces(&mut child, &folder);
     weed.kill9();
     std::thread::sleep(Duration::from_secs(3));
     weed.launch();
@@ -396,12 +404,9 @@ fn a_server_gone_past_the_deadline_stops_the_run_with_the_object_named() {
         .args(["--order", "blocked", "--block", "16", "--window", "4"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    let mut child = c.spawn().unwrap();
     let folder = cache.join("s3/data/set");
-    let t = Instant::now();
-    while folder_size(&folder) == 0 && t.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_pieces(&mut child, &folder);
     weed.kill9();
     let gone = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -558,4 +563,54 @@ fn a_training_run_killed_mid_epoch_resumes_exactly_with_a_warm_or_an_empty_cache
         let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
         assert!(log.lines().all(|l| l.contains("\"network\"")), "{log}");
     }
+}
+
+#[test]
+fn a_dataset_rewritten_under_a_run_is_an_error_naming_the_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"), 22600);
+    let (src, _) = images(tmp.path());
+    let url = upload(&weed, &src, "set");
+    // Another dataset, uploaded over the first while a run reads it with
+    // a quarter cache (pieces are fetched again every epoch).
+    let other = tmp.path().join("other");
+    image_folder(&other, 8, 150);
+    let cache = tmp.path().join("cache");
+    let mut c = barlow();
+    weed.env(&mut c, SECRET)
+        .args(["bench-loader", "--data", &url, "--cache-dir"])
+        .arg(&cache)
+        .args(["--cache-limit", "700K", "--fetch-horizon", "16K"])
+        .args(["--batch-size", "16", "--batches", "400", "--warmup", "0"])
+        .args(["--image-size", "64", "--threads", "1"])
+        .args(["--order", "blocked", "--block", "16", "--window", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let folder = cache.join("s3/data/set");
+    wait_for_pieces(&mut child, &folder);
+    upload(&weed, &other, "set");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", report(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s3://data/set/shard-"), "{err}");
+    assert!(err.contains("changed while this run read it"), "{err}");
+}
+
+#[test]
+fn a_plain_web_server_with_range_requests_serves_the_same_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"), 22700);
+    let (src, local) = images(tmp.path());
+    upload(&weed, &src, "set");
+    let cache = tmp.path().join("cache");
+    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    // SeaweedFS's filer serves the bucket's objects over HTTP, with
+    // ranges and ETags, as any web server in front of a folder would.
+    let url = format!("http://127.0.0.1:{}/buckets/data/set", weed.base + 1);
+    let (got, out) = bench(&weed, &url, &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(got["batches_crc32"], want["batches_crc32"]);
+    assert!(got["net"]["pieces_fetched"].as_u64().unwrap() > 0, "{got}");
 }

@@ -24,7 +24,8 @@ use super::{Location, RemoteError};
 /// policy.
 pub(crate) struct Store {
     store: Arc<dyn ObjectStore>,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` but in `drop`.
+    runtime: Option<tokio::runtime::Runtime>,
     /// `scheme://bucket/prefix`, for messages.
     url: String,
     prefix: String,
@@ -150,7 +151,7 @@ impl Store {
             .map_err(|e| bad(format!("cannot start the fetch runtime: {e}")))?;
         Ok(Store {
             store,
-            runtime,
+            runtime: Some(runtime),
             url: url.as_str().trim_end_matches('/').to_string(),
             prefix,
             deadline,
@@ -173,7 +174,10 @@ impl Store {
 
     /// Runs `f` on the store's runtime from a plain thread.
     pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
+        match &self.runtime {
+            Some(rt) => rt.block_on(f),
+            None => unreachable!("the runtime lives until the store is dropped"),
+        }
     }
 
     /// Starts `f` on the runtime without waiting for it.
@@ -181,7 +185,9 @@ impl Store {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(f);
+        if let Some(rt) = &self.runtime {
+            rt.spawn(f);
+        }
     }
 
     /// Bytes `range` of object `name` (all of it when `None`), retried with
@@ -364,6 +370,16 @@ impl Store {
                     }
                 },
             }
+        }
+    }
+}
+
+impl Drop for Store {
+    /// The last fetch task may hold the last reference, on one of the
+    /// runtime's own threads, where a blocking shutdown is not allowed.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
