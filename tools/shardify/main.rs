@@ -366,19 +366,3 @@ fn print_check(
         ExitCode::FAILURE
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_with_and_without_suffix() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("4K"), Ok(4096));
-        assert_eq!(parse_size("256M"), Ok(256 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("lots").is_err());
-    }
-}

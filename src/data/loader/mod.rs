@@ -325,6 +325,7 @@ struct Shared {
     #[cfg(feature = "remote")]
     pins: Option<crate::data::source::Pins>,
     /// Samples the planner has passed (their pieces pinned).
+    #[cfg(feature = "remote")]
     planned: AtomicU64,
 }
 
@@ -392,6 +393,7 @@ impl Loader {
             damage: Damage::default(),
             #[cfg(feature = "remote")]
             pins,
+            #[cfg(feature = "remote")]
             planned: AtomicU64::new(0),
         });
         #[cfg(feature = "remote")]

@@ -440,12 +440,6 @@ pub struct Dataset {
     remote: Option<Arc<Remote>>,
 }
 
-impl std::fmt::Debug for Remote {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Remote({})", self.cache_dir().display())
-    }
-}
-
 impl Dataset {
     /// Reads `dir/manifest.json` and opens every shard it lists, checking that
     /// each shard's record count, size and index checksum match the manifest.

@@ -24,7 +24,14 @@ mod remote;
 mod store;
 
 #[cfg(feature = "remote")]
-pub use remote::{NetStats, Pins, Remote, upload};
+pub use remote::{NetStats, Pins, Remote};
+
+/// A remote dataset's URL (a build without the `remote` feature never
+/// makes one).
+#[cfg(feature = "remote")]
+pub type Url = url::Url;
+#[cfg(not(feature = "remote"))]
+pub type Url = String;
 
 use crate::data::shard::{Dataset, ShardError};
 
@@ -32,8 +39,7 @@ use crate::data::shard::{Dataset, ShardError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
-    #[cfg(feature = "remote")]
-    Remote(url::Url),
+    Remote(Url),
 }
 
 impl Location {
@@ -69,11 +75,7 @@ impl Location {
 
     #[cfg(not(feature = "remote"))]
     fn parse_url(text: &str) -> Result<Location, RemoteError> {
-        Err(RemoteError::Url {
-            url: text.to_string(),
-            reason: "this build of barlow has no object-store support (the `remote` feature)"
-                .into(),
-        })
+        Err(no_remote(text))
     }
 
     /// A location from a command-line path (a URL survives as a path).
@@ -90,7 +92,6 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
-            #[cfg(feature = "remote")]
             Location::Remote(u) => write!(f, "{}", u.as_str().trim_end_matches('/')),
         }
     }
@@ -149,6 +150,35 @@ pub fn open(location: &Location, opts: &RemoteOptions) -> Result<Dataset, ShardE
         }
         #[cfg(feature = "remote")]
         Location::Remote(_) => remote::open(location, opts),
+        #[cfg(not(feature = "remote"))]
+        Location::Remote(url) => Err(no_remote(url).into()),
+    }
+}
+
+/// Copies the dataset folder `dir` to the remote prefix `location`: every
+/// shard the manifest lists and `rejects.tsv` if present, then the
+/// manifest last, so that a reader never sees a manifest whose shards are
+/// missing. Returns the objects and bytes sent.
+pub fn upload(
+    dir: &Path,
+    location: &Location,
+    opts: &RemoteOptions,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(usize, u64), ShardError> {
+    #[cfg(feature = "remote")]
+    return remote::upload(dir, location, opts, progress);
+    #[cfg(not(feature = "remote"))]
+    {
+        let _ = (dir, opts, progress);
+        Err(no_remote(&location.to_string()).into())
+    }
+}
+
+#[cfg(not(feature = "remote"))]
+fn no_remote(url: &str) -> RemoteError {
+    RemoteError::Url {
+        url: url.to_string(),
+        reason: "this build of barlow has no object-store support (the `remote` feature)".into(),
     }
 }
 

@@ -27,6 +27,12 @@ pub struct Remote {
     horizon: u64,
 }
 
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remote({})", self.cache.dir.display())
+    }
+}
+
 /// What the remote source did so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NetStats {
@@ -461,11 +467,8 @@ impl Drop for Pins {
     }
 }
 
-/// Copies the dataset folder `dir` to the remote prefix `location`: every
-/// shard the manifest lists and `rejects.tsv` if present, then the
-/// manifest last, so that a reader never sees a manifest whose shards are
-/// missing. Returns the objects and bytes sent.
-pub fn upload(
+/// [`super::upload`].
+pub(super) fn upload(
     dir: &Path,
     location: &Location,
     opts: &RemoteOptions,
