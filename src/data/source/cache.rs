@@ -294,5 +294,7 @@ fn free_space(dir: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `s`.
     let s = unsafe { s.assume_init() };
-    Some(s.f_bavail as u64 * s.f_frsize as u64)
+    // The fields' integer types differ between platforms.
+    #[allow(clippy::unnecessary_cast)]
+    Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
 }
