@@ -170,32 +170,53 @@ fn upload(weed: &Weed, src: &Path, name: &str) -> String {
     url
 }
 
-/// `barlow bench-loader` over `data`, 3 epochs of 1280 records in batches
-/// of 16 (the blocked order: 16-record blocks in windows of 4), every
-/// batch checksummed, with `extra` flags; the run's JSON report.
-fn bench(weed: &Weed, data: &str, cache: &Path, extra: &[&str]) -> (serde_json::Value, Output) {
+/// `barlow bench-loader` over `data` through the cache folder `cache`,
+/// blocked order (16-record blocks in windows of 4), with `flags`; its
+/// output piped.
+fn bench_cmd(weed: &Weed, data: &str, cache: &Path, flags: &[&str]) -> Command {
     let mut c = barlow();
     weed.env(&mut c, SECRET)
         .args(["bench-loader", "--data", data, "--cache-dir"])
         .arg(cache)
-        .args(["--batch-size", "16", "--batches", "240", "--warmup", "0"])
-        .args([
-            "--image-size",
-            "32",
-            "--threads",
-            "2",
-            "--checksum",
-            "--json",
-        ])
         .args(["--order", "blocked", "--block", "16", "--window", "4"])
-        .args(extra);
-    let out = c.output().unwrap();
-    let json = String::from_utf8_lossy(&out.stdout)
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// 3 epochs of 1280 records in batches of 16, every batch checksummed,
+/// the report as JSON.
+const EPOCHS: &[&str] = &[
+    "--batch-size",
+    "16",
+    "--batches",
+    "240",
+    "--warmup",
+    "0",
+    "--image-size",
+    "32",
+    "--threads",
+    "2",
+    "--checksum",
+    "--json",
+];
+
+/// [`bench_cmd`] with [`EPOCHS`] and `extra`: the run's JSON report.
+fn bench(weed: &Weed, data: &str, cache: &Path, extra: &[&str]) -> (serde_json::Value, Output) {
+    let out = bench_cmd(weed, data, cache, &[EPOCHS, extra].concat())
+        .output()
+        .unwrap();
+    (last_json(&out), out)
+}
+
+/// The last line of a run's output as JSON (`null` if it is not).
+fn last_json(out: &Output) -> serde_json::Value {
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
         .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(serde_json::Value::Null);
-    (json, out)
+        .unwrap_or(serde_json::Value::Null)
 }
 
 fn report(out: &Output) -> String {
@@ -258,29 +279,11 @@ fn batches_from_the_store_equal_local_batches_cold_warm_and_in_a_quarter_cache()
     let limit = data_bytes / 4;
     let small = tmp.path().join("small");
     let folder = small.join("s3/data/set");
-    let mut c = barlow();
-    weed.env(&mut c, SECRET)
-        .args(["bench-loader", "--data", &url, "--cache-dir"])
-        .arg(&small)
-        .args([
-            "--cache-limit",
-            &limit.to_string(),
-            "--fetch-horizon",
-            "16K",
-        ])
-        .args(["--batch-size", "16", "--batches", "240", "--warmup", "0"])
-        .args([
-            "--image-size",
-            "32",
-            "--threads",
-            "2",
-            "--checksum",
-            "--json",
-        ])
-        .args(["--order", "blocked", "--block", "16", "--window", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    let cap = limit.to_string();
+    let quarter = ["--cache-limit", &cap, "--fetch-horizon", "16K"];
+    let child = bench_cmd(&weed, &url, &small, &[EPOCHS, &quarter].concat())
+        .spawn()
+        .unwrap();
     let mut most = 0;
     let mut samples = 0;
     let t = Instant::now();
@@ -356,24 +359,10 @@ fn a_server_killed_mid_epoch_and_restarted_costs_retries_not_batches() {
 
     // Fetching slowly (16 KiB ahead), from a cold cache; the server dies
     // once the run has fetched a few pieces and is back 3 s later.
-    let mut c = barlow();
-    weed.env(&mut c, SECRET)
-        .args(["bench-loader", "--data", &url, "--cache-dir"])
-        .arg(&cache)
-        .args(["--fetch-horizon", "16K"])
-        .args(["--batch-size", "16", "--batches", "240", "--warmup", "0"])
-        .args([
-            "--image-size",
-            "32",
-            "--threads",
-            "2",
-            "--checksum",
-            "--json",
-        ])
-        .args(["--order", "blocked", "--block", "16", "--window", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let slow = ["--fetch-horizon", "16K"];
+    let mut child = bench_cmd(&weed, &url, &cache, &[EPOCHS, &slow].concat())
+        .spawn()
+        .unwrap();
     let folder = cache.join("s3/data/set");
     wait_for_pieces(&mut child, &folder);
     weed.kill9();
@@ -394,17 +383,10 @@ fn a_server_gone_past_the_deadline_stops_the_run_with_the_object_named() {
     let (src, _) = images(tmp.path());
     let url = upload(&weed, &src, "set");
     let cache = tmp.path().join("cache");
-    let mut c = barlow();
-    weed.env(&mut c, SECRET)
-        .args(["bench-loader", "--data", &url, "--cache-dir"])
-        .arg(&cache)
-        .args(["--net-deadline", "3", "--fetch-horizon", "16K"])
-        .args(["--batch-size", "16", "--batches", "240", "--warmup", "0"])
-        .args(["--image-size", "32", "--threads", "2"])
-        .args(["--order", "blocked", "--block", "16", "--window", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let deadline = ["--net-deadline", "3", "--fetch-horizon", "16K"];
+    let mut child = bench_cmd(&weed, &url, &cache, &[EPOCHS, &deadline].concat())
+        .spawn()
+        .unwrap();
     let folder = cache.join("s3/data/set");
     wait_for_pieces(&mut child, &folder);
     weed.kill9();
@@ -576,17 +558,23 @@ fn a_dataset_rewritten_under_a_run_is_an_error_naming_the_object() {
     let other = tmp.path().join("other");
     image_folder(&other, 8, 150);
     let cache = tmp.path().join("cache");
-    let mut c = barlow();
-    weed.env(&mut c, SECRET)
-        .args(["bench-loader", "--data", &url, "--cache-dir"])
-        .arg(&cache)
-        .args(["--cache-limit", "700K", "--fetch-horizon", "16K"])
-        .args(["--batch-size", "16", "--batches", "400", "--warmup", "0"])
-        .args(["--image-size", "64", "--threads", "1"])
-        .args(["--order", "blocked", "--block", "16", "--window", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let slow = [
+        "--cache-limit",
+        "700K",
+        "--fetch-horizon",
+        "16K",
+        "--batch-size",
+        "16",
+        "--batches",
+        "400",
+        "--warmup",
+        "0",
+        "--image-size",
+        "64",
+        "--threads",
+        "1",
+    ];
+    let mut child = bench_cmd(&weed, &url, &cache, &slow).spawn().unwrap();
     let folder = cache.join("s3/data/set");
     wait_for_pieces(&mut child, &folder);
     upload(&weed, &other, "set");

@@ -88,42 +88,35 @@ impl Store {
             (ClientConfigKey::ConnectTimeout, "10 seconds"),
             (ClientConfigKey::Timeout, "1 hour"),
         ];
+        // A cloud's builder, from the environment, with the time-outs, the
+        // URL and no retries of its own.
+        macro_rules! cloud {
+            ($builder:ty, $key:path) => {
+                Arc::new(
+                    timeouts
+                        .iter()
+                        .fold(<$builder>::from_env(), |b, (k, v)| {
+                            b.with_config($key(*k), *v)
+                        })
+                        .with_url(url.as_str())
+                        .with_retry(retry)
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                )
+            };
+        }
         let store: Arc<dyn ObjectStore> = match url.scheme() {
-            "s3" | "s3a" => Arc::new(
-                timeouts
-                    .iter()
-                    .fold(
-                        object_store::aws::AmazonS3Builder::from_env(),
-                        |b, (k, v)| b.with_config(AmazonS3ConfigKey::Client(*k), *v),
-                    )
-                    .with_url(url.as_str())
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?,
+            "s3" | "s3a" => cloud!(
+                object_store::aws::AmazonS3Builder,
+                AmazonS3ConfigKey::Client
             ),
-            "gs" => Arc::new(
-                timeouts
-                    .iter()
-                    .fold(
-                        object_store::gcp::GoogleCloudStorageBuilder::from_env(),
-                        |b, (k, v)| b.with_config(GoogleConfigKey::Client(*k), *v),
-                    )
-                    .with_url(url.as_str())
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?,
+            "gs" => cloud!(
+                object_store::gcp::GoogleCloudStorageBuilder,
+                GoogleConfigKey::Client
             ),
-            "az" | "azure" | "abfs" | "abfss" => Arc::new(
-                timeouts
-                    .iter()
-                    .fold(
-                        object_store::azure::MicrosoftAzureBuilder::from_env(),
-                        |b, (k, v)| b.with_config(AzureConfigKey::Client(*k), *v),
-                    )
-                    .with_url(url.as_str())
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?,
+            "az" | "azure" | "abfs" | "abfss" => cloud!(
+                object_store::azure::MicrosoftAzureBuilder,
+                AzureConfigKey::Client
             ),
             "http" | "https" => Arc::new(
                 object_store::http::HttpBuilder::new()
