@@ -131,7 +131,8 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let mut remote = RemoteOptions {
-        deadline: std::time::Duration::from_secs_f64(cli.net_deadline.max(0.0)),
+        deadline: std::time::Duration::try_from_secs_f64(cli.net_deadline.max(0.0))
+            .unwrap_or(std::time::Duration::MAX),
         ..RemoteOptions::default()
     };
     if let Some(dir) = &cli.cache_dir {

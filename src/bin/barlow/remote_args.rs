@@ -39,7 +39,8 @@ impl RemoteArgs {
     pub fn install(&self) {
         let mut opts = RemoteOptions {
             cache_limit: self.cache_limit,
-            deadline: Duration::from_secs_f64(self.net_deadline.max(0.0)),
+            deadline: Duration::try_from_secs_f64(self.net_deadline.max(0.0))
+                .unwrap_or(Duration::MAX),
             horizon: self.fetch_horizon,
             ..RemoteOptions::default()
         };

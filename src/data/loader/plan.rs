@@ -138,8 +138,12 @@ pub(super) fn run(shared: &Shared, pins: &Pins) {
                     .and_then(|u| u.front())
                     .map_or(u64::MAX, |&at| at)
             };
+            let since = std::time::Instant::now();
             loop {
-                match remote.request(p, Some(remote.horizon()), &rank) {
+                // A worker waits on this sample, for a while now.
+                let stalled = s < shared.next_sample.load(Ordering::Relaxed)
+                    && since.elapsed() >= crate::data::source::STALLED;
+                match remote.request(p, Some(remote.horizon()), stalled, &rank) {
                     Ok(true) => break,
                     // The failure is kept in the cache for the workers.
                     Err(_) => return,

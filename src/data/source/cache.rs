@@ -52,6 +52,11 @@ pub(crate) struct State {
     pub(crate) peak: u64,
     pub(crate) evicted: u64,
     pub(crate) fetched: u64,
+    /// Fetches past the limit by stalled readers.
+    pub(crate) overruns: u64,
+    /// Per piece: how many times it has been stored (a reader that met a
+    /// bad copy tells a replaced one from the same one by it).
+    pub(crate) generation: Vec<u64>,
 }
 
 /// What [`Cache::claim`] decided about a piece.
@@ -96,6 +101,7 @@ impl Cache {
             fetching: vec![false; n],
             pinned: vec![0; n],
             refetched: vec![false; n],
+            generation: vec![0; n],
             ..State::default()
         };
         let by_name: HashMap<&str, usize> = pieces
@@ -113,11 +119,18 @@ impl Cache {
                     state.present[i] = true;
                     state.used += len;
                 }
-            } else if let Some((stem, pid)) = name.rsplit_once(".partial-")
+            } else if let Some((stem, _)) = name.rsplit_once(".partial-")
                 && by_name.contains_key(stem)
-                && pid.parse::<i32>().is_ok_and(|pid| !alive(pid))
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE)
             {
-                // A fetch cut off by the death of its process.
+                // A fetch cut off by the death of its process (a live
+                // one writes a piece in seconds; another machine's run
+                // sharing the folder has other process ids than ours).
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -199,12 +212,16 @@ impl Cache {
     /// Decides what to do about piece `i` (see [`Claim`]); on
     /// [`Claim::Fetch`] its bytes count as in flight from now. To make
     /// room, the unpinned piece with the largest `rank` (the one needed
-    /// furthest ahead) is evicted first.
+    /// furthest ahead) is evicted first. A `stalled` reader (one whose
+    /// workers have waited a while, which happens only when two loaders'
+    /// pins fill the cache together) fetches past the limit rather than
+    /// wait for pins that may not be released before it reads; counted.
     pub(crate) fn claim(
         &self,
         st: &mut State,
         i: usize,
         horizon: Option<u64>,
+        stalled: bool,
         rank: &dyn Fn(usize) -> u64,
     ) -> Claim {
         if st.present[i] || st.fetching[i] {
@@ -227,6 +244,10 @@ impl Cache {
                 // cache holds nothing else, one piece may overrun a limit
                 // smaller than itself rather than wait for ever.
                 None if st.used == 0 => break,
+                None if stalled => {
+                    st.overruns += 1;
+                    break;
+                }
                 None => return Claim::Wait,
             }
         }
@@ -247,6 +268,7 @@ impl Cache {
             Ok(()) => {
                 st.present[i] = true;
                 st.fetched += 1;
+                st.generation[i] += 1;
             }
             Err(e) => {
                 st.used -= len;
@@ -268,18 +290,15 @@ impl Cache {
             path: p.to_path_buf(),
             detail: e.to_string(),
         };
-        std::fs::write(&tmp, bytes).map_err(|e| local(&tmp, e))?;
+        let mut file = std::fs::File::create(&tmp).map_err(|e| local(&tmp, e))?;
+        std::io::Write::write_all(&mut file, bytes).map_err(|e| local(&tmp, e))?;
+        file.sync_data().map_err(|e| local(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| local(&path, e))
     }
 }
 
-/// Whether process `pid` exists.
-fn alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 sends nothing; it only checks that the
-    // process exists (and that we may signal it).
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
+/// The age past which a partial file is a dead fetch's.
+const STALE: Duration = Duration::from_secs(3600);
 
 /// Free bytes on the file system holding `dir`.
 fn free_space(dir: &Path) -> Option<u64> {

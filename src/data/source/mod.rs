@@ -24,7 +24,7 @@ mod remote;
 mod store;
 
 #[cfg(feature = "remote")]
-pub use remote::{NetStats, Pins, Remote};
+pub use remote::{NetStats, Pins, Remote, STALLED};
 
 /// A remote dataset's URL (a build without the `remote` feature never
 /// makes one).

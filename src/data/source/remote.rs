@@ -52,6 +52,9 @@ pub struct NetStats {
     pub cache_bytes: u64,
     pub cache_peak: u64,
     pub cache_limit: u64,
+    /// Fetches past the limit by readers stalled for room (two loaders
+    /// sharing the cache whose pins fill it together).
+    pub over_limit: u64,
 }
 
 /// Opens the remote dataset at `location` (manifest, every shard's header
@@ -61,6 +64,17 @@ pub(super) fn open(location: &Location, opts: &RemoteOptions) -> Result<Dataset,
     let manifest_url = store.url_of(MANIFEST_FILE);
     let fetched = store.block_on(store.get(MANIFEST_FILE, None, None))?;
     let manifest = Manifest::parse(&fetched.bytes, Path::new(&manifest_url))?;
+    // Shard names become cache file names: plain names only.
+    if let Some(bad) = manifest
+        .shards
+        .iter()
+        .find(|s| s.file.is_empty() || s.file.starts_with('.') || s.file.contains(['/', '\\']))
+    {
+        return Err(ShardError::ManifestMismatch {
+            path: PathBuf::from(&manifest_url),
+            what: format!("shard name {:?} is not a plain file name", bad.file),
+        });
+    }
     let heads = store.block_on(
         futures_util::stream::iter(manifest.shards.iter().map(|info| {
             let store = Arc::clone(&store);
@@ -214,6 +228,7 @@ impl Remote {
             cache_bytes: st.used - st.in_flight,
             cache_peak: st.peak,
             cache_limit: self.cache.limit,
+            over_limit: st.overruns,
         }
     }
 
@@ -221,25 +236,34 @@ impl Remote {
     /// there is room (`horizon`: the in-flight limit, `None` for a reader
     /// that must have it now; `rank`: how far ahead each piece is needed).
     /// False when there is no room yet.
+    /// A `stalled` caller may fetch past the limit ([`Cache::claim`]).
     pub fn request(
         self: &Arc<Self>,
         i: usize,
         horizon: Option<u64>,
+        stalled: bool,
         rank: &dyn Fn(usize) -> u64,
     ) -> Result<bool, RemoteError> {
         let mut st = self.cache.lock();
         if let Some(e) = &st.failed {
             return Err(e.clone());
         }
-        match self.cache.claim(&mut st, i, horizon, rank) {
+        match self.cache.claim(&mut st, i, horizon, stalled, rank) {
             Claim::Ready => Ok(true),
             Claim::Wait => Ok(false),
             Claim::Fetch => {
                 drop(st);
-                let me = Arc::clone(self);
+                let mut guard = Fetching {
+                    remote: Some(Arc::clone(self)),
+                    piece: i,
+                };
                 self.store.spawn(async move {
-                    let result = me.fetch(i).await;
-                    me.cache.finish(i, result);
+                    if let Some(remote) = guard.remote.clone() {
+                        let result = remote.fetch(i).await;
+                        remote.cache.finish(i, result);
+                        // Recorded: nothing left for the guard to do.
+                        drop(guard.remote.take());
+                    }
                 });
                 Ok(true)
             }
@@ -259,6 +283,17 @@ impl Remote {
             .get(name, Some(range.clone()), etag.as_deref())
             .await?
             .bytes;
+        if bytes.len() as u64 != p.len {
+            return Err(RemoteError::Refused {
+                object: self.store.url_of(name),
+                detail: format!(
+                    "bytes {}..{} requested, {} received",
+                    range.start,
+                    range.end,
+                    bytes.len()
+                ),
+            });
+        }
         if !self.piece_verifies(i, &bytes) {
             self.cache.lock().refetched[i] = true;
             bytes = self
@@ -318,7 +353,8 @@ impl Remote {
                 }
                 if !st.fetching[p] {
                     drop(st);
-                    let started = self.request(p, None, &|_| 0)?;
+                    let stalled = t.elapsed() >= STALLED;
+                    let started = self.request(p, None, stalled, &|_| 0)?;
                     st = self.cache.lock();
                     if started {
                         continue;
@@ -330,6 +366,7 @@ impl Remote {
                 blocked = true;
                 st = self.cache.wait(st, Duration::from_millis(20));
             }
+            let generation = st.generation[p];
             drop(st);
             if blocked {
                 waited += t.elapsed();
@@ -353,6 +390,10 @@ impl Remote {
                 return Ok(waited);
             }
             let mut st = self.cache.lock();
+            if st.generation[p] != generation || !st.present[p] {
+                // Replaced (or being replaced) since this copy was read.
+                continue;
+            }
             if st.refetched[p] {
                 return Err(ShardError::RecordChecksum {
                     path: PathBuf::from(self.store.url_of(&self.objects[shard].0)),
@@ -384,6 +425,31 @@ impl Remote {
         pins.pin(p);
         self.read_into(p, shard, local, &meta, buf, &|| false)?;
         Ok(meta)
+    }
+}
+
+/// How long a reader waits for room before it may fetch past the limit.
+pub const STALLED: Duration = Duration::from_secs(1);
+
+/// A fetch on its way: if its task ends without recording the end (a
+/// panic), dropping this records a failure, so that no reader waits for
+/// ever.
+struct Fetching {
+    /// Taken by the task that records the end.
+    remote: Option<Arc<Remote>>,
+    piece: usize,
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        if let Some(remote) = self.remote.take() {
+            let shard = remote.cache.pieces[self.piece].shard;
+            let object = remote.store.url_of(&remote.objects[shard].0);
+            let detail = "the fetch stopped unexpectedly".to_string();
+            remote
+                .cache
+                .finish(self.piece, Err(RemoteError::Refused { object, detail }));
+        }
     }
 }
 

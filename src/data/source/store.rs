@@ -200,11 +200,32 @@ impl Store {
         let mut attempt = 0u32;
         loop {
             let done = out.len() as u64;
+            // A body cut off after its last byte: nothing left to ask for.
+            if let Some(r) = &range
+                && done == r.end - r.start
+                && done > 0
+            {
+                return Ok(Fetched {
+                    bytes: out,
+                    etag: seen_etag,
+                });
+            }
             let want = range
                 .as_ref()
                 .map(|r| GetRange::Bounded(r.start + done..r.end))
                 .or((done > 0).then_some(GetRange::Offset(done)));
             let failure = match self.get_once(&path, name, want, &mut out).await {
+                // A body that ended early: ask for the rest.
+                Ok(tag)
+                    if range
+                        .as_ref()
+                        .is_some_and(|r| (out.len() as u64) < r.end - r.start) =>
+                {
+                    if seen_etag.is_none() {
+                        seen_etag = tag;
+                    }
+                    format!("the body ended after {} bytes", out.len())
+                }
                 Ok(tag) => {
                     let expected = etag.or(seen_etag.as_deref());
                     if let (Some(expected), Some(found)) = (expected, tag.as_deref())
@@ -398,9 +419,19 @@ fn transient(e: &object_store::Error) -> bool {
     match message.split_once("status code: ") {
         Some((_, rest)) => {
             let status: u16 = rest.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
-            status >= 500 || status == 429
+            status >= 500 || status == 429 || status == 408
         }
-        // An error answer whose status the message does not give.
-        None => true,
+        // An error answer whose status the message does not give: the
+        // stores' codes for overload and time-outs.
+        None => [
+            "SlowDown",
+            "ServiceUnavailable",
+            "InternalError",
+            "RequestTimeout",
+            "Throttl",
+            "ServerBusy",
+        ]
+        .iter()
+        .any(|code| message.contains(code)),
     }
 }

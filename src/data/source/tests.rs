@@ -49,19 +49,28 @@ fn the_cache_evicts_the_unpinned_piece_needed_furthest_ahead_and_keeps_its_limit
         cache.finish(i, Ok(()));
     }
     let mut st = cache.lock();
-    assert_eq!(cache.claim(&mut st, 1, None, &rank), Claim::Ready);
+    assert_eq!(cache.claim(&mut st, 1, None, false, &rank), Claim::Ready);
     st.pinned[0] = 1;
     // Full: piece 0 is furthest ahead but pinned, so piece 1 goes.
-    assert_eq!(cache.claim(&mut st, 3, None, &rank), Claim::Fetch);
+    assert_eq!(cache.claim(&mut st, 3, None, false, &rank), Claim::Fetch);
     assert!(st.present[0] && !st.present[1] && st.present[2]);
     assert!(!tmp.path().join(&cache.pieces[1].file).exists());
     assert!(st.used <= cache.limit);
-    // Everything pinned or in flight: wait.
+    // Everything pinned or in flight: wait; a stalled reader goes past
+    // the limit instead, counted.
     st.pinned[2] = 1;
-    assert_eq!(cache.claim(&mut st, 4, None, &rank), Claim::Wait);
+    assert_eq!(cache.claim(&mut st, 4, None, false, &rank), Claim::Wait);
+    assert_eq!(cache.claim(&mut st, 5, None, true, &rank), Claim::Fetch);
+    assert_eq!((st.overruns, st.used), (1, 400));
+    st.fetching[5] = false;
+    st.in_flight -= 100;
+    st.used -= 100;
     // A horizon already full of fetches: wait too.
     st.pinned[2] = 0;
-    assert_eq!(cache.claim(&mut st, 4, Some(150), &rank), Claim::Wait);
+    assert_eq!(
+        cache.claim(&mut st, 4, Some(150), false, &rank),
+        Claim::Wait
+    );
     drop(st);
     // A file it did not write stays.
     std::fs::write(tmp.path().join("notes.txt"), b"mine").unwrap();
