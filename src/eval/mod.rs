@@ -186,20 +186,9 @@ pub struct FeatureConfig {
     pub l2_normalise: bool,
 }
 
-/// Runs `backbone` (in its current mode: pass `model.valid()` for running
-/// BatchNorm statistics) over every record of `dataset` with the eval
-/// transform and returns the pooled features (L2-normalised if the config
-/// says so). Deterministic:
-/// records are read in order and nothing is random.
-pub fn features<B: Backend>(
-    backbone: &ResNet<B>,
-    dataset: Arc<Dataset>,
-    cfg: &FeatureConfig,
-    device: &B::Device,
-    progress: &dyn Progress,
-) -> Result<Features, LoaderError> {
-    let n = dataset.len();
-    let loader_cfg = LoaderConfig {
+/// The loader [`features`] reads a dataset of `n` records with.
+pub fn features_loader_config(cfg: &FeatureConfig, n: u64) -> LoaderConfig {
+    LoaderConfig {
         sampler: SamplerConfig {
             batch_size: cfg.batch_size.clamp(1, n.max(1) as usize),
             drop_last: false,
@@ -218,7 +207,23 @@ pub fn features<B: Backend>(
         max_replacements: 0,
         on_damaged: OnDamaged::Stop,
         ..LoaderConfig::default()
-    };
+    }
+}
+
+/// Runs `backbone` (in its current mode: pass `model.valid()` for running
+/// BatchNorm statistics) over every record of `dataset` with the eval
+/// transform and returns the pooled features (L2-normalised if the config
+/// says so). Deterministic:
+/// records are read in order and nothing is random.
+pub fn features<B: Backend>(
+    backbone: &ResNet<B>,
+    dataset: Arc<Dataset>,
+    cfg: &FeatureConfig,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Features, LoaderError> {
+    let n = dataset.len();
+    let loader_cfg = features_loader_config(cfg, n);
     let mut loader = Loader::new(dataset, loader_cfg, Position::default())?;
     let batches = loader.sampler().batches_per_epoch();
     let mut values = Vec::new();

@@ -85,7 +85,7 @@ pub(super) fn lead<B: AutodiffBackend + PeerReduce>(
         batches,
         parts: Parts {
             meter: Meter::new(cfg.log_every, total, processes, peer, progress),
-            monitor: Monitoring::new(run.monitor.as_ref(), cfg.image_size, cfg.threads, device),
+            monitor: Monitoring::new(run.monitor.as_ref(), cfg.image_size, cfg.threads, device)?,
             stopping: Stopping::new(run.stop.clone(), processes),
             pending: PendingLosses::default(),
             damaged: Vec::new(),

@@ -8,9 +8,11 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainError;
+use crate::data::loader::{Loader, LoaderError};
+use crate::data::sampler::Position;
 use crate::data::shard::Dataset;
 use crate::eval::knn::{KnnConfig, KnnResult};
-use crate::eval::{EvalError, FeatureConfig, knn_accuracy};
+use crate::eval::{EvalError, FeatureConfig, features_loader_config, knn_accuracy};
 use crate::model::BarlowTwins;
 use crate::progress::{Progress, Silent};
 use crate::run::{KnnLog, RunFolder};
@@ -38,12 +40,7 @@ impl Monitor {
         device: &B::Device,
         progress: &dyn Progress,
     ) -> Result<KnnResult, EvalError> {
-        let features = FeatureConfig {
-            image_size,
-            batch_size: 256,
-            threads,
-            l2_normalise: true,
-        };
+        let features = Self::features(image_size, threads);
         knn_accuracy(
             &model.valid().backbone,
             Arc::clone(&self.train),
@@ -53,6 +50,27 @@ impl Monitor {
             device,
             progress,
         )
+    }
+
+    /// How a pass reads its datasets.
+    fn features(image_size: u32, threads: usize) -> FeatureConfig {
+        FeatureConfig {
+            image_size,
+            batch_size: 256,
+            threads,
+            l2_normalise: true,
+        }
+    }
+
+    /// Whether its passes fit the caches of remote datasets (refused at
+    /// the run's start, not at the first epoch's end).
+    fn check_caches(&self, image_size: u32, threads: usize) -> Result<(), LoaderError> {
+        let features = Self::features(image_size, threads);
+        for ds in [&self.train, &self.val] {
+            let cfg = features_loader_config(&features, ds.len());
+            Loader::check_cache(ds, &cfg, Position::default())?;
+        }
+        Ok(())
     }
 
     /// Whether a pass is due after `epochs_done` epochs.
@@ -79,14 +97,17 @@ impl<'a, B: AutodiffBackend> Monitoring<'a, B> {
         image_size: u32,
         threads: usize,
         device: &'a B::Device,
-    ) -> Self {
-        Monitoring {
+    ) -> Result<Self, TrainError> {
+        if let Some(m) = monitor {
+            m.check_caches(image_size, threads)?;
+        }
+        Ok(Monitoring {
             monitor,
             image_size,
             threads,
             device,
             logs: Vec::new(),
-        }
+        })
     }
 
     /// The pass before a fresh run's first step, when asked for.

@@ -398,7 +398,8 @@ impl Loader {
         });
         #[cfg(feature = "remote")]
         if let Some(pins) = &shared.pins {
-            plan::check_cache(&shared, pins)?;
+            let (ds, cfg) = (&shared.dataset, &shared.cfg);
+            plan::check_cache(ds, pins.remote(), cfg, &shared.sampler, start)?;
         }
         let (tx, events) = unbounded();
         let workers = (0..threads)
@@ -431,6 +432,24 @@ impl Loader {
             failed: None,
             damaged: Vec::new(),
         })
+    }
+
+    /// Whether a loader of `cfg` from `start` over `dataset` can run in
+    /// the dataset's cache (a remote dataset: the error says what limit
+    /// it needs; always for a local one), without starting it: for
+    /// loaders started later in a run, such as the kNN monitor's.
+    pub fn check_cache(
+        dataset: &Dataset,
+        cfg: &LoaderConfig,
+        start: Position,
+    ) -> Result<(), LoaderError> {
+        #[cfg(feature = "remote")]
+        if let Some(remote) = dataset.remote() {
+            let sampler = Sampler::new(dataset.len(), cfg.sampler.clone())?;
+            plan::check_cache(dataset, remote, cfg, &sampler, start)?;
+        }
+        let _ = (dataset, cfg, start);
+        Ok(())
     }
 
     pub fn sampler(&self) -> &Sampler {

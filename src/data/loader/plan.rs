@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{LoaderError, Shared};
-use crate::data::sampler::Order;
-use crate::data::source::{Pins, RemoteError};
+use super::{LoaderConfig, LoaderError, Shared};
+use crate::data::sampler::{Order, Position, Sampler};
+use crate::data::shard::Dataset;
+use crate::data::source::{Pins, Remote, RemoteError};
 
 /// The record sample `s` of the stream reads (`None` past a short last
 /// batch's end), with the worker's epoch-order cache.
@@ -35,19 +36,17 @@ pub(super) fn record_at(
 
 /// Samples the planner runs ahead of the workers' claims: the horizon's
 /// worth of records, and at least two batches.
-pub(super) fn ahead(shared: &Shared, pins: &Pins) -> u64 {
-    let ds = &shared.dataset;
-    let record = (ds.bytes() / ds.len().max(1)).max(1);
-    let batch = shared.cfg.sampler.batch_size as u64;
-    (pins.remote().horizon() / record).max(2 * batch)
+fn ahead(dataset: &Dataset, remote: &Remote, cfg: &LoaderConfig) -> u64 {
+    let record = (dataset.bytes() / dataset.len().max(1)).max(1);
+    let batch = cfg.sampler.batch_size as u64;
+    (remote.horizon() / record).max(2 * batch)
 }
 
 /// Samples whose pieces must be cached together for the order to run
 /// without fetching a piece twice within it: the planner's reach, the
 /// pipeline (batches being filled), and for the blocked order its window
 /// of blocks. The random order's window is the whole epoch.
-fn span(shared: &Shared, pins: &Pins) -> u64 {
-    let cfg = &shared.cfg;
+fn span(dataset: &Dataset, remote: &Remote, cfg: &LoaderConfig) -> u64 {
     let batch = cfg.sampler.batch_size as u64;
     let pipeline = (cfg.prefetch as u64 + 1) * batch + cfg.threads as u64;
     let window = match cfg.sampler.order {
@@ -55,16 +54,22 @@ fn span(shared: &Shared, pins: &Pins) -> u64 {
         Order::Blocked => (cfg.sampler.window * cfg.sampler.block) as u64,
         Order::Sequential => 0,
     };
-    ahead(shared, pins) + pipeline + window
+    ahead(dataset, remote, cfg) + pipeline + window
 }
 
 /// The most bytes of pieces any `span` consecutive samples of the start
-/// epoch touch: the smallest cache this loader runs in without thrashing.
-/// Refused with that figure when the cache limit is below it.
-pub(super) fn check_cache(shared: &Shared, pins: &Pins) -> Result<(), LoaderError> {
-    let remote = pins.remote();
-    let order = shared.sampler.epoch_order(shared.start.epoch);
-    let span = (span(shared, pins) as usize).min(order.len());
+/// epoch touch: the smallest cache a loader of `cfg` over the remote
+/// `dataset` runs in without thrashing. Refused with that figure when the
+/// cache limit is below it.
+pub(super) fn check_cache(
+    dataset: &Dataset,
+    remote: &Remote,
+    cfg: &LoaderConfig,
+    sampler: &Sampler,
+    start: Position,
+) -> Result<(), LoaderError> {
+    let order = sampler.epoch_order(start.epoch);
+    let span = (span(dataset, remote, cfg) as usize).min(order.len());
     let mut count: HashMap<usize, u32> = HashMap::new();
     let (mut bytes, mut most) = (0u64, 0u64);
     for (i, &r) in order.iter().enumerate() {
@@ -87,7 +92,7 @@ pub(super) fn check_cache(shared: &Shared, pins: &Pins) -> Result<(), LoaderErro
     }
     let limit = remote.cache_limit();
     if limit < most {
-        let why = match shared.cfg.sampler.order {
+        let why = match cfg.sampler.order {
             Order::Random => "the random order reads the whole dataset in any stretch; \
                               --order blocked needs only its window"
                 .to_string(),
@@ -111,8 +116,8 @@ pub(super) fn check_cache(shared: &Shared, pins: &Pins) -> Result<(), LoaderErro
 /// The planner thread's loop; returns when the loader stops.
 pub(super) fn run(shared: &Shared, pins: &Pins) {
     let remote = pins.remote();
-    let ahead = ahead(shared, pins);
-    let scan = (span(shared, pins)).min(1 << 16);
+    let ahead = ahead(&shared.dataset, remote, &shared.cfg);
+    let scan = span(&shared.dataset, remote, &shared.cfg).min(1 << 16);
     let mut orders = None;
     // The pieces of samples [s, s + scan), and where each is next used.
     let mut window: VecDeque<Option<usize>> = VecDeque::new();

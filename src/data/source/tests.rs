@@ -41,7 +41,7 @@ fn the_cache_evicts_the_unpinned_piece_needed_furthest_ahead_and_keeps_its_limit
     let rank = |i: usize| 10 - i as u64;
     let mut st = cache.lock();
     for i in 0..3 {
-        assert_eq!(cache.claim(&mut st, i, None, &rank), Claim::Fetch);
+        assert_eq!(cache.claim(&mut st, i, None, false, &rank), Claim::Fetch);
     }
     drop(st);
     for i in 0..3 {
