@@ -188,7 +188,7 @@ fn bench_loader(
         #[cfg(feature = "remote")]
         if let Some(n) = &r.net {
             println!(
-                "    network: {} requests, {} received, {} retries; {} pieces fetched, {} refetched, {} evicted; cache {} (peak {}, limit {})",
+                "    network: {} requests, {} received, {} retries; {} pieces fetched, {} refetched, {} evicted; cache {} (peak {}, limit {}, {} fetches past it)",
                 n.requests,
                 mib(Some(n.bytes)),
                 n.retries,
@@ -197,7 +197,8 @@ fn bench_loader(
                 n.evicted,
                 mib(Some(n.cache_bytes)),
                 mib(Some(n.cache_peak)),
-                mib(Some(n.cache_limit))
+                mib(Some(n.cache_limit)),
+                n.over_limit
             );
         }
         if let Some(crc) = r.batches_crc32 {
