@@ -602,3 +602,31 @@ fn a_plain_web_server_with_range_requests_serves_the_same_batches() {
     assert_eq!(got["batches_crc32"], want["batches_crc32"]);
     assert!(got["net"]["pieces_fetched"].as_u64().unwrap() > 0, "{got}");
 }
+
+#[test]
+fn two_runs_sharing_a_cache_folder_both_get_their_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"), 22800);
+    let (src, local) = images(tmp.path());
+    let url = upload(&weed, &src, "set");
+    let cache = tmp.path().join("cache");
+    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    // Two runs at once on one folder, each with a limit of half the set
+    // (so each evicts pieces the other may be reading).
+    let half = ["--cache-limit", "1200K", "--fetch-horizon", "16K"];
+    let runs: Vec<Child> = (0..2)
+        .map(|_| {
+            bench_cmd(&weed, &url, &cache, &[EPOCHS, &half].concat())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", report(&out));
+        let got = last_json(&out);
+        assert_eq!(got["batches_crc32"], want["batches_crc32"], "{got}");
+        assert!(got["net"]["evicted"].as_u64().unwrap() > 0, "{got}");
+    }
+}
