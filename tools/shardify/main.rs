@@ -131,8 +131,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let mut remote = RemoteOptions {
-        deadline: std::time::Duration::try_from_secs_f64(cli.net_deadline.max(0.0))
-            .unwrap_or(std::time::Duration::MAX),
+        deadline: barlow::data::source::deadline_secs(cli.net_deadline),
         ..RemoteOptions::default()
     };
     if let Some(dir) = &cli.cache_dir {

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use barlow::data::shard::Dataset;
 use barlow::data::source::{self, Location, RemoteOptions};
@@ -39,8 +38,7 @@ impl RemoteArgs {
     pub fn install(&self) {
         let mut opts = RemoteOptions {
             cache_limit: self.cache_limit,
-            deadline: Duration::try_from_secs_f64(self.net_deadline.max(0.0))
-                .unwrap_or(Duration::MAX),
+            deadline: source::deadline_secs(self.net_deadline),
             horizon: self.fetch_horizon,
             ..RemoteOptions::default()
         };

@@ -17,23 +17,6 @@ use crate::data::sampler::{Order, Position, Sampler};
 use crate::data::shard::Dataset;
 use crate::data::source::{Pins, Remote, RemoteError};
 
-/// The record sample `s` of the stream reads (`None` past a short last
-/// batch's end), with the worker's epoch-order cache.
-pub(super) fn record_at(
-    shared: &Shared,
-    cache: &mut Option<(u64, Arc<Vec<u64>>)>,
-    s: u64,
-) -> Option<u64> {
-    let batch = shared.cfg.sampler.batch_size as u64;
-    let pos = shared.sampler.advance(shared.start, s / batch);
-    let order = super::worker::epoch_order(shared, cache, pos.epoch);
-    shared
-        .sampler
-        .batch_of(&order, pos.batch)
-        .get((s % batch) as usize)
-        .copied()
-}
-
 /// Samples the planner runs ahead of the workers' claims: the horizon's
 /// worth of records, and at least two batches.
 fn ahead(dataset: &Dataset, remote: &Remote, cfg: &LoaderConfig) -> u64 {
@@ -126,7 +109,7 @@ pub(super) fn run(shared: &Shared, pins: &Pins) {
     while !shared.stop.load(Ordering::Relaxed) {
         while (window.len() as u64) < scan {
             let at = s + window.len() as u64;
-            let p = record_at(shared, &mut orders, at).map(|r| remote.piece_of(r));
+            let p = super::worker::record_at(shared, &mut orders, at).map(|r| remote.piece_of(r));
             if let Some(p) = p {
                 uses.entry(p).or_default().push_back(at);
             }

@@ -95,16 +95,26 @@ pub(super) fn run(shared: &Shared, tx: &Sender<Event>) {
 /// Asks for the pages of the record that sample `s` of the stream will
 /// read (the sampler's order is known ahead).
 fn read_ahead(shared: &Shared, cache: &mut Option<(u64, Arc<Vec<u64>>)>, s: u64) {
+    if let Some(record) = record_at(shared, cache, s) {
+        shared.dataset.will_need(record);
+    }
+}
+
+/// The record sample `s` of the stream reads (`None` past a short last
+/// batch's end), with an epoch-order cache.
+pub(super) fn record_at(
+    shared: &Shared,
+    cache: &mut Option<(u64, Arc<Vec<u64>>)>,
+    s: u64,
+) -> Option<u64> {
     let batch = shared.cfg.sampler.batch_size as u64;
     let pos = shared.sampler.advance(shared.start, s / batch);
     let order = epoch_order(shared, cache, pos.epoch);
-    if let Some(&record) = shared
+    shared
         .sampler
         .batch_of(&order, pos.batch)
         .get((s % batch) as usize)
-    {
-        shared.dataset.will_need(record);
-    }
+        .copied()
 }
 
 /// Waits until `slot` is assigned to stream batch `k`; false when stopping.

@@ -125,6 +125,12 @@ impl Default for RemoteOptions {
     }
 }
 
+/// A `--net-deadline` in seconds as a duration (negative: none; too
+/// large for a duration: for ever).
+pub fn deadline_secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
+}
+
 /// `$XDG_CACHE_HOME/barlow`, else `~/.cache/barlow`, else a folder under
 /// the system's temporary folder.
 pub fn default_cache_dir() -> PathBuf {

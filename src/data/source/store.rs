@@ -196,8 +196,7 @@ impl Store {
         let path = self.path_of(name);
         let mut out = Vec::with_capacity(range.as_ref().map_or(0, |r| (r.end - r.start) as usize));
         let mut seen_etag: Option<String> = None;
-        let mut since: Option<Instant> = None;
-        let mut attempt = 0u32;
+        let mut retry = Retry::default();
         loop {
             let done = out.len() as u64;
             // A body cut off after its last byte: nothing left to ask for.
@@ -251,19 +250,7 @@ impl Store {
                     why
                 }
             };
-            let first = *since.get_or_insert_with(Instant::now);
-            if first.elapsed() >= self.deadline {
-                return Err(RemoteError::Deadline {
-                    object: self.url_of(name),
-                    waited: first.elapsed(),
-                    attempts: attempt + 1,
-                    last: failure,
-                });
-            }
-            self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            attempt += 1;
-            let backoff = Duration::from_millis(100 << attempt.min(6)).min(Duration::from_secs(5));
-            tokio::time::sleep(backoff.min(self.deadline.saturating_sub(first.elapsed()))).await;
+            retry.back_off(self, name, failure).await?;
         }
     }
 
@@ -338,53 +325,96 @@ impl Store {
         }
     }
 
-    /// Uploads local file `from` as object `name` (in parts of 16 MiB), with
-    /// the same retries as reads for each whole upload.
+    /// Uploads local file `from` as object `name` in parts of 16 MiB, read
+    /// from the file part by part, with the retries of reads (each retry
+    /// uploads the whole file again).
     pub(crate) fn put_file(
         self: &Arc<Self>,
         from: &std::path::Path,
         name: &str,
     ) -> Result<(), RemoteError> {
-        let bytes = std::fs::read(from).map_err(|e| RemoteError::Local {
+        const PART: usize = 16 << 20;
+        let local = |e: std::io::Error| RemoteError::Local {
             path: from.to_path_buf(),
             detail: e.to_string(),
-        })?;
+        };
         let path = self.path_of(name);
-        let first = Instant::now();
-        let mut attempt = 0u32;
-        loop {
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let result = self.block_on(async {
-                let upload = self.store.put_multipart(&path).await?;
-                let mut w = WriteMultipart::new_with_chunk_size(upload, 16 << 20);
-                w.write(&bytes);
-                w.finish().await
-            });
-            match result {
-                Ok(_) => {
-                    self.counters
-                        .bytes
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    return Ok(());
+        let mut part = vec![0u8; PART];
+        let mut retry = Retry::default();
+        self.block_on(async {
+            loop {
+                self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                let mut file = std::fs::File::open(from).map_err(local)?;
+                let mut sent = 0u64;
+                let result = async {
+                    let upload = self.store.put_multipart(&path).await?;
+                    let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+                    loop {
+                        let n = std::io::Read::read(&mut file, &mut part).map_err(|e| {
+                            object_store::Error::Generic {
+                                store: "file",
+                                source: Box::new(e),
+                            }
+                        })?;
+                        if n == 0 {
+                            break;
+                        }
+                        w.wait_for_capacity(4).await?;
+                        w.write(&part[..n]);
+                        sent += n as u64;
+                    }
+                    w.finish().await
                 }
-                Err(e) => match self.classify(name, e) {
-                    Failure::Fatal(e) => return Err(e),
-                    Failure::Transient(last) if first.elapsed() >= self.deadline => {
-                        return Err(RemoteError::Deadline {
-                            object: self.url_of(name),
-                            waited: first.elapsed(),
-                            attempts: attempt + 1,
-                            last,
-                        });
+                .await;
+                let failure = match result {
+                    Ok(_) => {
+                        self.counters.bytes.fetch_add(sent, Ordering::Relaxed);
+                        return Ok(());
                     }
-                    Failure::Transient(_) => {
-                        attempt += 1;
-                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(200 << attempt.min(5)));
-                    }
-                },
+                    Err(e) => match self.classify(name, e) {
+                        Failure::Fatal(e) => return Err(e),
+                        Failure::Transient(why) => why,
+                    },
+                };
+                retry.back_off(self, name, failure).await?;
             }
+        })
+    }
+}
+
+/// The retries of one request: when the first failure came, how many
+/// there were.
+#[derive(Default)]
+struct Retry {
+    since: Option<Instant>,
+    attempts: u32,
+}
+
+impl Retry {
+    /// After a transient failure (`last`) of a request for object `name`:
+    /// waits the backoff (100 ms doubling to 5 s) and counts the retry, or
+    /// past `store`'s deadline since the first failure gives up.
+    async fn back_off(
+        &mut self,
+        store: &Store,
+        name: &str,
+        last: String,
+    ) -> Result<(), RemoteError> {
+        let first = *self.since.get_or_insert_with(Instant::now);
+        self.attempts += 1;
+        if first.elapsed() >= store.deadline {
+            return Err(RemoteError::Deadline {
+                object: store.url_of(name),
+                waited: first.elapsed(),
+                attempts: self.attempts,
+                last,
+            });
         }
+        store.counters.retries.fetch_add(1, Ordering::Relaxed);
+        let backoff =
+            Duration::from_millis(100 << (self.attempts - 1).min(6)).min(Duration::from_secs(5));
+        tokio::time::sleep(backoff.min(store.deadline.saturating_sub(first.elapsed()))).await;
+        Ok(())
     }
 }
 
