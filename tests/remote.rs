@@ -118,6 +118,25 @@ impl Weed {
         }
     }
 
+    /// `PUT` (write `body` as object `key`, "bucket/path") or `DELETE`
+    /// through the filer's HTTP interface, as any other writer would.
+    fn filer(&self, method: &str, key: &str, body: &[u8]) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.base + 1)).unwrap();
+        let head = format!(
+            "{method} /buckets/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 20"),
+            "{method} {key}: {answer}"
+        );
+    }
+
     /// `c` with this server's endpoint and credentials in its environment.
     fn env<'a>(&self, c: &'a mut Command, secret: &str) -> &'a mut Command {
         c.env(
@@ -551,38 +570,65 @@ fn a_training_run_killed_mid_epoch_resumes_exactly_with_a_warm_or_an_empty_cache
 fn a_dataset_rewritten_under_a_run_is_an_error_naming_the_object() {
     let tmp = tempfile::tempdir().unwrap();
     let weed = Weed::start(&tmp.path().join("weed"), 22600);
-    let (src, _) = images(tmp.path());
-    let url = upload(&weed, &src, "set");
-    // Another dataset, uploaded over the first while a run reads it with
-    // a quarter cache (pieces are fetched again every epoch).
+    let (src, local) = images(tmp.path());
     let other = tmp.path().join("other");
     image_folder(&other, 8, 150);
-    let cache = tmp.path().join("cache");
-    let slow = [
-        "--cache-limit",
-        "700K",
-        "--fetch-horizon",
-        "16K",
-        "--batch-size",
-        "16",
-        "--batches",
-        "400",
-        "--warmup",
-        "0",
-        "--image-size",
-        "64",
-        "--threads",
-        "1",
-    ];
-    let mut child = bench_cmd(&weed, &url, &cache, &slow).spawn().unwrap();
-    let folder = cache.join("s3/data/set");
-    wait_for_pieces(&mut child, &folder);
-    upload(&weed, &other, "set");
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "{}", report(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("s3://data/set/shard-"), "{err}");
-    assert!(err.contains("changed while this run read it"), "{err}");
+    let shards: Vec<String> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".bshard"))
+        .collect();
+    // Read with a quarter cache (pieces are fetched again every epoch),
+    // the dataset is rewritten: with another dataset (new ETags), its
+    // shards cut to 16 bytes (every range asked for is past their end),
+    // or its shards deleted.
+    for (name, says) in [
+        ("another", ""),
+        ("cut", "shorter than at open (416"),
+        ("gone", "it is gone (404)"),
+    ] {
+        let url = upload(&weed, &src, name);
+        let cache = tmp.path().join(format!("cache-{name}"));
+        let slow = [
+            "--cache-limit",
+            "700K",
+            "--fetch-horizon",
+            "16K",
+            "--batch-size",
+            "16",
+            "--batches",
+            "400",
+            "--warmup",
+            "0",
+            "--image-size",
+            "64",
+            "--threads",
+            "1",
+        ];
+        let mut child = bench_cmd(&weed, &url, &cache, &slow).spawn().unwrap();
+        wait_for_pieces(&mut child, &cache.join("s3/data").join(name));
+        match name {
+            "another" => drop(upload(&weed, &other, name)),
+            _ => {
+                for shard in &shards {
+                    let key = format!("data/{name}/{shard}");
+                    match name {
+                        "cut" => weed.filer("PUT", &key, b"sixteen bytes!!!"),
+                        _ => weed.filer("DELETE", &key, b""),
+                    }
+                }
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{name}: {}", report(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{url}/shard-")), "{name}: {err}");
+        assert!(
+            err.contains("changed while this run read it"),
+            "{name}: {err}"
+        );
+        assert!(err.contains(says), "{name}: {err}");
+    }
 }
 
 #[test]

@@ -199,14 +199,10 @@ pub enum RemoteError {
     #[error("{object}: access denied (403/401): {detail}")]
     Forbidden { object: String, detail: String },
     #[error(
-        "{object}: the object changed while this run read it (ETag {expected} at open, {found} now); \
+        "{object}: the object changed while this run read it ({detail}); \
          a dataset must not be rewritten under a run"
     )]
-    Changed {
-        object: String,
-        expected: String,
-        found: String,
-    },
+    Changed { object: String, detail: String },
     #[error(
         "{object}: the store did not answer for {waited:.0?} ({attempts} attempts; last: {last}); \
          gave up after --net-deadline"

@@ -48,7 +48,7 @@ pub(crate) struct Fetched {
 }
 
 /// Whether a failed request is worth repeating.
-enum Failure {
+pub(super) enum Failure {
     /// Connection errors, 5xx, 429, time-outs: retried until the deadline.
     Transient(String),
     /// Refused or absent: no retry helps.
@@ -186,7 +186,8 @@ impl Store {
     /// Bytes `range` of object `name` (all of it when `None`), retried with
     /// backoff on transient failures until the deadline; a read cut off
     /// mid-body continues from the last byte received. `etag`, when given,
-    /// must match the object's: a changed object is an error.
+    /// must match the object's: a changed (or, since, removed) object is an
+    /// error.
     pub(crate) async fn get(
         self: &Arc<Self>,
         name: &str,
@@ -232,13 +233,19 @@ impl Store {
                     {
                         return Err(RemoteError::Changed {
                             object: self.url_of(name),
-                            expected: expected.to_string(),
-                            found: found.to_string(),
+                            detail: format!("ETag {expected} at open, {found} now"),
                         });
                     }
                     return Ok(Fetched {
                         bytes: out,
                         etag: tag.or(seen_etag),
+                    });
+                }
+                // An object read at open and absent now was removed.
+                Err((Failure::Fatal(RemoteError::NotFound { object }), _)) if etag.is_some() => {
+                    return Err(RemoteError::Changed {
+                        object,
+                        detail: "it is gone (404)".into(),
                     });
                 }
                 Err((Failure::Fatal(e), _)) => return Err(e),
@@ -293,7 +300,7 @@ impl Store {
         }
     }
 
-    fn classify(&self, name: &str, e: object_store::Error) -> Failure {
+    pub(super) fn classify(&self, name: &str, e: object_store::Error) -> Failure {
         let object = self.url_of(name);
         match e {
             object_store::Error::NotFound { .. } => {
@@ -308,8 +315,13 @@ impl Store {
             }
             object_store::Error::Precondition { .. } => Failure::Fatal(RemoteError::Changed {
                 object,
-                expected: "the ETag read at open".into(),
-                found: "another".into(),
+                detail: "its ETag no longer matches the one read at open".into(),
+            }),
+            // Every range asked for lies within the object as it was at
+            // open: one the store cannot satisfy means it is shorter now.
+            other if status_of(&other) == Some(416) => Failure::Fatal(RemoteError::Changed {
+                object,
+                detail: "it is shorter than at open (416 Range Not Satisfiable)".into(),
             }),
             other => {
                 let message = other.to_string();
@@ -445,12 +457,8 @@ fn transient(e: &object_store::Error) -> bool {
         }
         source = err.source();
     }
-    let message = e.to_string();
-    match message.split_once("status code: ") {
-        Some((_, rest)) => {
-            let status: u16 = rest.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
-            status >= 500 || status == 429 || status == 408
-        }
+    match status_of(e) {
+        Some(status) => status >= 500 || status == 429 || status == 408,
         // An error answer whose status the message does not give: the
         // stores' codes for overload and time-outs.
         None => [
@@ -462,6 +470,14 @@ fn transient(e: &object_store::Error) -> bool {
             "ServerBusy",
         ]
         .iter()
-        .any(|code| message.contains(code)),
+        .any(|code| e.to_string().contains(code)),
     }
+}
+
+/// The HTTP status of an error answer, as object_store's message gives it
+/// ("... status code: 416 Range Not Satisfiable ...").
+fn status_of(e: &object_store::Error) -> Option<u16> {
+    let message = e.to_string();
+    let (_, rest) = message.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
 }

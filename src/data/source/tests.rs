@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use super::cache::{Cache, Claim, Piece};
+use super::store::{Failure, Store};
 use super::{Location, RemoteError};
 
 #[test]
@@ -78,4 +79,45 @@ fn the_cache_evicts_the_unpinned_piece_needed_furthest_ahead_and_keeps_its_limit
     let reopened = Cache::open(tmp.path().to_path_buf(), Some(100), pieces).unwrap();
     assert!(reopened.lock().used <= 100);
     assert!(tmp.path().join("notes.txt").exists());
+}
+
+#[test]
+fn error_answers_are_retried_refused_or_named_a_changed_object() {
+    let location = Location::parse("http://127.0.0.1:9/set").unwrap();
+    let store = Store::connect(&location, std::time::Duration::from_secs(1)).unwrap();
+    let answer = |status: &str| object_store::Error::Generic {
+        store: "S3",
+        source: format!(
+            "Error performing GET http://127.0.0.1:9/set/shard-00023.bshard in 4ms - \
+             Server returned non-2xx status code: {status}: <Error/>"
+        )
+        .into(),
+    };
+    for status in [
+        "500 Internal Server Error",
+        "503 Service Unavailable",
+        "429 Too Many Requests",
+    ] {
+        let got = store.classify("shard-00023.bshard", answer(status));
+        assert!(matches!(got, Failure::Transient(_)), "{status}");
+    }
+    // Ranges lie within the object as it was at open: a 416 means it
+    // was rewritten shorter, whichever shard or offset was asked for.
+    match store.classify("shard-00023.bshard", answer("416 Range Not Satisfiable")) {
+        Failure::Fatal(e @ RemoteError::Changed { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("http://127.0.0.1:9/set/shard-00023.bshard"),
+                "{message}"
+            );
+            assert!(
+                message.contains("changed while this run read it"),
+                "{message}"
+            );
+        }
+        Failure::Fatal(e) => panic!("416 classified as {e}"),
+        Failure::Transient(why) => panic!("416 retried: {why}"),
+    }
+    let got = store.classify("shard-00023.bshard", answer("400 Bad Request"));
+    assert!(matches!(got, Failure::Fatal(RemoteError::Refused { .. })));
 }
