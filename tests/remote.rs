@@ -189,6 +189,40 @@ fn upload(weed: &Weed, src: &Path, name: &str) -> String {
     url
 }
 
+/// A test's server (ports from `base`) holding the generated images as
+/// `s3://data/set` (`url`), their local dataset (`local`) and a cache
+/// folder; `tmp` holds them all.
+struct Served {
+    tmp: tempfile::TempDir,
+    weed: Weed,
+    local: PathBuf,
+    url: String,
+    cache: PathBuf,
+}
+
+fn serve(base: u16) -> Served {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"), base);
+    let (src, local) = images(tmp.path());
+    let url = upload(&weed, &src, "set");
+    let cache = tmp.path().join("cache");
+    Served {
+        tmp,
+        weed,
+        local,
+        url,
+        cache,
+    }
+}
+
+/// The local dataset's [`bench`] report: the batches every read from the
+/// store must give.
+fn local_batches(s: &Served) -> serde_json::Value {
+    let (want, out) = bench(&s.weed, s.local.to_str().unwrap(), &s.cache, &[]);
+    assert!(out.status.success(), "{}", report(&out));
+    want
+}
+
 /// `barlow bench-loader` over `data` through the cache folder `cache`,
 /// blocked order (16-record blocks in windows of 4), with `flags`; its
 /// output piped.
@@ -270,13 +304,15 @@ fn folder_size(dir: &Path) -> u64 {
 
 #[test]
 fn batches_from_the_store_equal_local_batches_cold_warm_and_in_a_quarter_cache() {
-    let tmp = tempfile::tempdir().unwrap();
-    let weed = Weed::start(&tmp.path().join("weed"), 22000);
-    let (src, local) = images(tmp.path());
-    let url = upload(&weed, &src, "set");
-    let cache = tmp.path().join("cache");
-    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
-    assert!(out.status.success(), "{}", report(&out));
+    let served = serve(22000);
+    let want = local_batches(&served);
+    let Served {
+        tmp,
+        weed,
+        url,
+        cache,
+        ..
+    } = served;
     let crc = &want["batches_crc32"];
     assert!(crc.is_u64(), "{want}");
 
@@ -368,13 +404,14 @@ fn batches_from_the_store_equal_local_batches_cold_warm_and_in_a_quarter_cache()
 
 #[test]
 fn a_server_killed_mid_epoch_and_restarted_costs_retries_not_batches() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut weed = Weed::start(&tmp.path().join("weed"), 22100);
-    let (src, local) = images(tmp.path());
-    let url = upload(&weed, &src, "set");
-    let cache = tmp.path().join("cache");
-    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
-    assert!(out.status.success(), "{}", report(&out));
+    let served = serve(22100);
+    let want = local_batches(&served);
+    let Served {
+        mut weed,
+        url,
+        cache,
+        ..
+    } = served;
 
     // Fetching slowly (16 KiB ahead), from a cold cache; the server dies
     // once the run has fetched a few pieces and is back 3 s later.
@@ -397,11 +434,13 @@ fn a_server_killed_mid_epoch_and_restarted_costs_retries_not_batches() {
 
 #[test]
 fn a_server_gone_past_the_deadline_stops_the_run_with_the_object_named() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut weed = Weed::start(&tmp.path().join("weed"), 22200);
-    let (src, _) = images(tmp.path());
-    let url = upload(&weed, &src, "set");
-    let cache = tmp.path().join("cache");
+    let served = serve(22200);
+    let Served {
+        mut weed,
+        url,
+        cache,
+        ..
+    } = served;
     let deadline = ["--net-deadline", "3", "--fetch-horizon", "16K"];
     let mut child = bench_cmd(&weed, &url, &cache, &[EPOCHS, &deadline].concat())
         .spawn()
@@ -420,12 +459,11 @@ fn a_server_gone_past_the_deadline_stops_the_run_with_the_object_named() {
 }
 
 #[test]
-fn absent_and_forbidden_objects_are_named_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let weed = Weed::start(&tmp.path().join("weed"), 22300);
-    let (src, _) = images(tmp.path());
-    let url = upload(&weed, &src, "set");
-    let cache = tmp.path().join("cache");
+fn absent_forbidden_and_truncated_objects_are_named_at_once() {
+    let served = serve(22300);
+    let Served {
+        weed, url, cache, ..
+    } = served;
     let t = Instant::now();
     let (_, out) = bench(&weed, "s3://data/missing", &cache, &[]);
     assert!(!out.status.success());
@@ -447,6 +485,16 @@ fn absent_and_forbidden_objects_are_named_at_once() {
         err.contains("s3://data/set/manifest.json: access denied (403/401)"),
         "{err}"
     );
+    // A shard object shorter than its manifest says: named at open, not
+    // asked for an index past its end.
+    weed.filer("PUT", "data/set/shard-00001.bshard", b"sixteen bytes!!!");
+    let (_, out) = bench(&weed, &url, &cache, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s3://data/set/shard-00001.bshard: shard is 16 bytes, the manifest says"),
+        "{err}"
+    );
     assert!(
         t.elapsed() < Duration::from_secs(30),
         "no retries for these"
@@ -455,13 +503,11 @@ fn absent_and_forbidden_objects_are_named_at_once() {
 
 #[test]
 fn a_corrupted_cache_file_is_fetched_again_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let weed = Weed::start(&tmp.path().join("weed"), 22400);
-    let (src, local) = images(tmp.path());
-    let url = upload(&weed, &src, "set");
-    let cache = tmp.path().join("cache");
-    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
-    assert!(out.status.success(), "{}", report(&out));
+    let served = serve(22400);
+    let want = local_batches(&served);
+    let Served {
+        weed, url, cache, ..
+    } = served;
     let (warm, out) = bench(&weed, &url, &cache, &[]);
     assert!(out.status.success(), "{}", report(&out));
     assert_eq!(warm["batches_crc32"], want["batches_crc32"]);
@@ -633,13 +679,9 @@ fn a_dataset_rewritten_under_a_run_is_an_error_naming_the_object() {
 
 #[test]
 fn a_plain_web_server_with_range_requests_serves_the_same_batches() {
-    let tmp = tempfile::tempdir().unwrap();
-    let weed = Weed::start(&tmp.path().join("weed"), 22700);
-    let (src, local) = images(tmp.path());
-    upload(&weed, &src, "set");
-    let cache = tmp.path().join("cache");
-    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
-    assert!(out.status.success(), "{}", report(&out));
+    let served = serve(22700);
+    let want = local_batches(&served);
+    let Served { weed, cache, .. } = served;
     // SeaweedFS's filer serves the bucket's objects over HTTP, with
     // ranges and ETags, as any web server in front of a folder would.
     let url = format!("http://127.0.0.1:{}/buckets/data/set", weed.base + 1);
@@ -651,13 +693,11 @@ fn a_plain_web_server_with_range_requests_serves_the_same_batches() {
 
 #[test]
 fn two_runs_sharing_a_cache_folder_both_get_their_batches() {
-    let tmp = tempfile::tempdir().unwrap();
-    let weed = Weed::start(&tmp.path().join("weed"), 22800);
-    let (src, local) = images(tmp.path());
-    let url = upload(&weed, &src, "set");
-    let cache = tmp.path().join("cache");
-    let (want, out) = bench(&weed, local.to_str().unwrap(), &cache, &[]);
-    assert!(out.status.success(), "{}", report(&out));
+    let served = serve(22800);
+    let want = local_batches(&served);
+    let Served {
+        weed, url, cache, ..
+    } = served;
     // Two runs at once on one folder, each with a limit of half the set
     // (so each evicts pieces the other may be reading).
     let half = ["--cache-limit", "1200K", "--fetch-horizon", "16K"];

@@ -279,7 +279,12 @@ fn upload(staged: &std::path::Path, target: &Location, remote: &RemoteOptions) -
                 "uploaded {objects} objects, {:.1} MiB, to {target}",
                 bytes as f64 / (1 << 20) as f64
             );
-            let _ = std::fs::remove_dir_all(staged);
+            if let Err(e) = std::fs::remove_dir_all(staged) {
+                eprintln!(
+                    "shardify: warning: the staging folder {} stays: {e}",
+                    staged.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

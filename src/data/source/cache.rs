@@ -128,9 +128,9 @@ impl Cache {
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > STALE)
             {
-                // A fetch cut off by the death of its process (a live
-                // one writes a piece in seconds; another machine's run
-                // sharing the folder has other process ids than ours).
+                // A fetch cut off by the death of its process: a live one
+                // writes a piece in seconds, on whichever machine shares
+                // the folder, so age tells where a process id cannot.
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -184,6 +184,19 @@ impl Cache {
             Ok((g, _)) => g,
             Err(p) => p.into_inner().0,
         }
+    }
+
+    /// `n` more reads of piece `i` to come: it is not evicted meanwhile.
+    pub(crate) fn pin(&self, i: usize, n: u32) {
+        self.lock().pinned[i] += n;
+    }
+
+    /// `n` reads of piece `i` done (or given up); wakes the waiting.
+    pub(crate) fn unpin(&self, i: usize, n: u32) {
+        let mut st = self.lock();
+        st.pinned[i] = st.pinned[i].saturating_sub(n);
+        drop(st);
+        self.notify();
     }
 
     pub(crate) fn path_of(&self, piece: usize) -> PathBuf {
@@ -302,18 +315,6 @@ const STALE: Duration = Duration::from_secs(3600);
 
 /// Free bytes on the file system holding `dir`.
 fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut s = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `s` points to a
-    // statvfs the call fills; it is read only after the call succeeds.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it filled `s`.
-    let s = unsafe { s.assume_init() };
-    // The fields' integer types differ between platforms.
-    #[allow(clippy::unnecessary_cast)]
-    Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
 }

@@ -203,6 +203,8 @@ pub enum RemoteError {
          a dataset must not be rewritten under a run"
     )]
     Changed { object: String, detail: String },
+    #[error("{object}: the bytes asked for lie past its end (416 Range Not Satisfiable)")]
+    PastEnd { object: String },
     #[error(
         "{object}: the store did not answer for {waited:.0?} ({attempts} attempts; last: {last}); \
          gave up after --net-deadline"

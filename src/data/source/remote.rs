@@ -84,6 +84,17 @@ pub(super) fn open(location: &Location, opts: &RemoteOptions) -> Result<Dataset,
                 let header = store
                     .get(&info.file, Some(0..HEADER_LEN as u64), None)
                     .await?;
+                // Checked before the index is asked for at the end the
+                // manifest gives (as the local open checks the file).
+                if header.size != info.bytes {
+                    return Err(ShardError::ManifestMismatch {
+                        path: PathBuf::from(store.url_of(&info.file)),
+                        what: format!(
+                            "shard is {} bytes, the manifest says {}",
+                            header.size, info.bytes
+                        ),
+                    });
+                }
                 let index = if index_len == 0 {
                     Vec::new()
                 } else {
@@ -96,7 +107,7 @@ pub(super) fn open(location: &Location, opts: &RemoteOptions) -> Result<Dataset,
                         .await?
                         .bytes
                 };
-                Ok::<_, RemoteError>((header, index))
+                Ok::<_, ShardError>((header, index))
             }
         }))
         .buffered(16)
@@ -110,7 +121,7 @@ pub(super) fn open(location: &Location, opts: &RemoteOptions) -> Result<Dataset,
             PathBuf::from(&name),
             &header.bytes,
             index,
-            info.bytes,
+            header.size,
         )?);
         objects.push((info.file.clone(), header.etag));
     }
@@ -314,7 +325,7 @@ impl Remote {
                 let at = (m.offset - p.start) as usize;
                 bytes
                     .get(at..at + m.len as usize)
-                    .is_some_and(|b| crc32fast::hash(b) == m.crc32)
+                    .is_some_and(|b| shard.check_crc(r, &m, b).is_ok())
             })
         })
     }
@@ -385,23 +396,16 @@ impl Remote {
             buf.resize(meta.len as usize, 0);
             file.read_exact_at(buf, meta.offset - piece.start)
                 .map_err(|e| local_error(&path, e))?;
-            let computed = crc32fast::hash(buf);
-            if computed == meta.crc32 {
+            let Err(damaged) = self.shards[shard].check_crc(local, meta, buf) else {
                 return Ok(waited);
-            }
+            };
             let mut st = self.cache.lock();
             if st.generation[p] != generation || !st.present[p] {
                 // Replaced (or being replaced) since this copy was read.
                 continue;
             }
             if st.refetched[p] {
-                return Err(ShardError::RecordChecksum {
-                    path: PathBuf::from(self.store.url_of(&self.objects[shard].0)),
-                    record: local as u64,
-                    offset: meta.offset,
-                    stored: meta.crc32,
-                    computed,
-                });
+                return Err(damaged);
             }
             // The cached copy is bad (the fetch checked it): once more.
             st.refetched[p] = true;
@@ -421,12 +425,9 @@ impl Remote {
         let (shard, local) = dataset.locate(record)?;
         let meta = dataset.shards()[shard].meta(local)?;
         let p = self.piece_of(record);
-        self.cache.lock().pinned[p] += 1;
+        self.cache.pin(p, 1);
         let read = self.read_into(p, shard, local, &meta, buf, &|| false);
-        let mut st = self.cache.lock();
-        st.pinned[p] = st.pinned[p].saturating_sub(1);
-        drop(st);
-        self.cache.notify();
+        self.cache.unpin(p, 1);
         read.map(|_| meta)
     }
 }
@@ -492,7 +493,7 @@ impl Pins {
     /// One more read of piece `p` to come.
     pub fn pin(&self, p: usize) {
         *self.mine().entry(p).or_insert(0) += 1;
-        self.remote.cache.lock().pinned[p] += 1;
+        self.remote.cache.pin(p, 1);
     }
 
     /// One read of piece `p` done.
@@ -506,10 +507,7 @@ impl Pins {
             None => return,
         }
         drop(mine);
-        let mut st = self.remote.cache.lock();
-        st.pinned[p] = st.pinned[p].saturating_sub(1);
-        drop(st);
-        self.remote.cache.notify();
+        self.remote.cache.unpin(p, 1);
     }
 
     /// Wakes every reader waiting on the cache.
@@ -526,13 +524,9 @@ impl Pins {
 
 impl Drop for Pins {
     fn drop(&mut self) {
-        let mine = std::mem::take(&mut *self.mine());
-        let mut st = self.remote.cache.lock();
-        for (p, n) in mine {
-            st.pinned[p] = st.pinned[p].saturating_sub(n);
+        for (p, n) in std::mem::take(&mut *self.mine()) {
+            self.remote.cache.unpin(p, n);
         }
-        drop(st);
-        self.remote.cache.notify();
     }
 }
 

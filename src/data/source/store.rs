@@ -14,8 +14,8 @@ use object_store::client::{HttpError, HttpErrorKind};
 use object_store::gcp::GoogleConfigKey;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientConfigKey, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig,
-    WriteMultipart,
+    ClientConfigKey, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt,
+    RetryConfig, WriteMultipart,
 };
 
 use super::{Location, RemoteError};
@@ -41,10 +41,22 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
 }
 
-/// A ranged read's bytes and the object's ETag as the server sent it.
+/// A read's bytes, and the object's ETag and whole size as the server
+/// sent them.
 pub(crate) struct Fetched {
     pub(crate) bytes: Vec<u8>,
     pub(crate) etag: Option<String>,
+    pub(crate) size: u64,
+}
+
+impl Fetched {
+    fn new(bytes: Vec<u8>, meta: ObjectMeta) -> Fetched {
+        Fetched {
+            bytes,
+            etag: meta.e_tag,
+            size: meta.size,
+        }
+    }
 }
 
 /// Whether a failed request is worth repeating.
@@ -183,11 +195,13 @@ impl Store {
         }
     }
 
-    /// Bytes `range` of object `name` (all of it when `None`), retried with
-    /// backoff on transient failures until the deadline; a read cut off
-    /// mid-body continues from the last byte received. `etag`, when given,
-    /// must match the object's: a changed (or, since, removed) object is an
-    /// error.
+    /// Bytes `range` of object `name` (all of it when `None`; a range past
+    /// the object's end is cut at its end), retried with backoff on
+    /// transient failures until the deadline; a read cut off mid-body
+    /// continues from the last byte received. Every answer's ETag must
+    /// match the first one's. `etag`, given for reads after the dataset's
+    /// open, must match too, and the object must still hold the whole
+    /// range: an object changed, cut short or removed since is an error.
     pub(crate) async fn get(
         self: &Arc<Self>,
         name: &str,
@@ -195,81 +209,86 @@ impl Store {
         etag: Option<&str>,
     ) -> Result<Fetched, RemoteError> {
         let path = self.path_of(name);
+        let changed = |detail: String| RemoteError::Changed {
+            object: self.url_of(name),
+            detail,
+        };
         let mut out = Vec::with_capacity(range.as_ref().map_or(0, |r| (r.end - r.start) as usize));
-        let mut seen_etag: Option<String> = None;
+        // The first answer's metadata, once one came.
+        let mut seen: Option<ObjectMeta> = None;
         let mut retry = Retry::default();
         loop {
-            let done = out.len() as u64;
+            // Whether `out` holds all the object's bytes of the range, once
+            // its size is known.
+            let complete = |out: &Vec<u8>, size: u64| {
+                let (start, end) = range.as_ref().map_or((0, size), |r| (r.start, r.end));
+                out.len() as u64 == end.min(size).saturating_sub(start)
+            };
             // A body cut off after its last byte: nothing left to ask for.
-            if let Some(r) = &range
-                && done == r.end - r.start
-                && done > 0
+            if let Some(meta) = &seen
+                && complete(&out, meta.size)
             {
-                return Ok(Fetched {
-                    bytes: out,
-                    etag: seen_etag,
-                });
+                return Ok(Fetched::new(out, meta.clone()));
             }
+            let done = out.len() as u64;
             let want = range
                 .as_ref()
                 .map(|r| GetRange::Bounded(r.start + done..r.end))
                 .or((done > 0).then_some(GetRange::Offset(done)));
             let failure = match self.get_once(&path, name, want, &mut out).await {
-                // A body that ended early: ask for the rest.
-                Ok(tag)
-                    if range
-                        .as_ref()
-                        .is_some_and(|r| (out.len() as u64) < r.end - r.start) =>
-                {
-                    if seen_etag.is_none() {
-                        seen_etag = tag;
-                    }
-                    format!("the body ended after {} bytes", out.len())
-                }
-                Ok(tag) => {
-                    let expected = etag.or(seen_etag.as_deref());
-                    if let (Some(expected), Some(found)) = (expected, tag.as_deref())
+                Err(failure) => failure,
+                Ok((meta, body)) => {
+                    let expected = etag.or(seen.as_ref().and_then(|m| m.e_tag.as_deref()));
+                    if let (Some(expected), Some(found)) = (expected, meta.e_tag.as_deref())
                         && expected != found
                     {
-                        return Err(RemoteError::Changed {
-                            object: self.url_of(name),
-                            detail: format!("ETag {expected} at open, {found} now"),
-                        });
+                        return Err(changed(format!("ETag {expected} at open, {found} now")));
                     }
-                    return Ok(Fetched {
-                        bytes: out,
-                        etag: tag.or(seen_etag),
-                    });
-                }
-                // An object read at open and absent now was removed.
-                Err((Failure::Fatal(RemoteError::NotFound { object }), _)) if etag.is_some() => {
-                    return Err(RemoteError::Changed {
-                        object,
-                        detail: "it is gone (404)".into(),
-                    });
-                }
-                Err((Failure::Fatal(e), _)) => return Err(e),
-                Err((Failure::Transient(why), tag)) => {
-                    // A partial body's ETag pins the rest to the same object.
-                    if seen_etag.is_none() {
-                        seen_etag = tag;
+                    if let (Some(_), Some(r)) = (etag, &range)
+                        && meta.size < r.end
+                    {
+                        return Err(changed(format!(
+                            "it is {} bytes now, shorter than at open",
+                            meta.size
+                        )));
                     }
-                    why
+                    let meta = seen.get_or_insert(meta);
+                    match body {
+                        Ok(()) if complete(&out, meta.size) => {
+                            return Ok(Fetched::new(out, meta.clone()));
+                        }
+                        Ok(()) => {
+                            Failure::Transient(format!("the body ended after {} bytes", out.len()))
+                        }
+                        Err(failure) => failure,
+                    }
                 }
+            };
+            let failure = match failure {
+                // Read at open, and now gone or shorter than a range within
+                // its length then.
+                Failure::Fatal(RemoteError::NotFound { .. }) if etag.is_some() => {
+                    return Err(changed("it is gone (404)".into()));
+                }
+                Failure::Fatal(RemoteError::PastEnd { .. }) if etag.is_some() => {
+                    return Err(changed("it is shorter than at open (416)".into()));
+                }
+                Failure::Fatal(e) => return Err(e),
+                Failure::Transient(why) => why,
             };
             retry.back_off(self, name, failure).await?;
         }
     }
 
-    /// One request, appending the body to `out`; on failure, what kind and
-    /// the ETag if the response got that far.
+    /// One request, appending the body to `out`: with an answer, the
+    /// object's metadata and how its body ended; else why none came.
     async fn get_once(
         &self,
         path: &ObjectPath,
         name: &str,
         range: Option<GetRange>,
         out: &mut Vec<u8>,
-    ) -> Result<Option<String>, (Failure, Option<String>)> {
+    ) -> Result<(ObjectMeta, Result<(), Failure>), Failure> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let opts = GetOptions {
             range,
@@ -277,12 +296,12 @@ impl Store {
         };
         let result = match tokio::time::timeout(IDLE, self.store.get_opts(path, opts)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err((self.classify(name, e), None)),
-            Err(_) => return Err((Failure::Transient(format!("no answer in {IDLE:?}")), None)),
+            Ok(Err(e)) => return Err(self.classify(name, e)),
+            Err(_) => return Err(Failure::Transient(format!("no answer in {IDLE:?}"))),
         };
-        let etag = result.meta.e_tag.clone();
+        let meta = result.meta.clone();
         let mut body = result.into_stream();
-        loop {
+        let end = loop {
             match tokio::time::timeout(IDLE, body.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     self.counters
@@ -290,14 +309,12 @@ impl Store {
                         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     out.extend_from_slice(&chunk);
                 }
-                Ok(None) => return Ok(etag),
-                Ok(Some(Err(e))) => return Err((self.classify(name, e), etag)),
-                Err(_) => {
-                    let why = format!("the body stalled for {IDLE:?}");
-                    return Err((Failure::Transient(why), etag));
-                }
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(e))) => break Err(self.classify(name, e)),
+                Err(_) => break Err(Failure::Transient(format!("the body stalled for {IDLE:?}"))),
             }
-        }
+        };
+        Ok((meta, end))
     }
 
     pub(super) fn classify(&self, name: &str, e: object_store::Error) -> Failure {
@@ -317,12 +334,9 @@ impl Store {
                 object,
                 detail: "its ETag no longer matches the one read at open".into(),
             }),
-            // Every range asked for lies within the object as it was at
-            // open: one the store cannot satisfy means it is shorter now.
-            other if status_of(&other) == Some(416) => Failure::Fatal(RemoteError::Changed {
-                object,
-                detail: "it is shorter than at open (416 Range Not Satisfiable)".into(),
-            }),
+            other if status_of(&other) == Some(416) => {
+                Failure::Fatal(RemoteError::PastEnd { object })
+            }
             other => {
                 let message = other.to_string();
                 if transient(&other) {
@@ -358,16 +372,20 @@ impl Store {
                 self.counters.requests.fetch_add(1, Ordering::Relaxed);
                 let mut file = std::fs::File::open(from).map_err(local)?;
                 let mut sent = 0u64;
+                // The local file's error apart from the store's.
+                let mut unread = None;
                 let result = async {
                     let upload = self.store.put_multipart(&path).await?;
                     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
                     loop {
-                        let n = std::io::Read::read(&mut file, &mut part).map_err(|e| {
-                            object_store::Error::Generic {
-                                store: "file",
-                                source: Box::new(e),
+                        let n = match std::io::Read::read(&mut file, &mut part) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                unread = Some(e);
+                                w.abort().await?;
+                                return Ok(());
                             }
-                        })?;
+                        };
                         if n == 0 {
                             break;
                         }
@@ -375,11 +393,14 @@ impl Store {
                         w.write(&part[..n]);
                         sent += n as u64;
                     }
-                    w.finish().await
+                    w.finish().await.map(drop)
                 }
                 .await;
+                if let Some(e) = unread {
+                    return Err(local(e));
+                }
                 let failure = match result {
-                    Ok(_) => {
+                    Ok(()) => {
                         self.counters.bytes.fetch_add(sent, Ordering::Relaxed);
                         return Ok(());
                     }

@@ -191,10 +191,10 @@ pub fn check_dataset(ds: &Dataset, decode: bool, progress: &dyn Progress) -> Che
         report.records += 1;
         let at = ds
             .locate(index)
-            .map(|(k, local)| (ds.shards()[k].path().to_path_buf(), local));
+            .map(|(k, local)| (ds.shards()[k].path(), local));
         match (ds.read_verified_into(index, &mut bytes), at) {
             (Ok(meta), Ok((path, local))) => {
-                check_record(&path, manifest, local, &meta, &bytes, decode, &mut report)
+                check_record(path, manifest, local, &meta, &bytes, decode, &mut report)
             }
             (Err(e), _) | (_, Err(e)) => report.problems.push(e.to_string()),
         }
